@@ -1,0 +1,213 @@
+"""Loading models: presets, local folders (save_pretrained / save_pruned), GGUF files and Hub ids.
+
+`load_model(spec)` returns a `LoadedModel` in eval mode and fp32. The task head is chosen from the
+config's `architectures` (sequence classification, causal LM, masked LM). `trust_remote_code` is
+never turned on silently; unsupported architectures are refused with the supported families named.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+Progress = Callable[[float, str], None]
+PRUNED_MARKER = "headprune_pruned.json"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_HEADS = {  # architecture name suffix → (Auto class name, task)
+    "ForSequenceClassification": "AutoModelForSequenceClassification",
+    "ForCausalLM": "AutoModelForCausalLM",
+    "LMHeadModel": "AutoModelForCausalLM",
+    "ForMaskedLM": "AutoModelForMaskedLM",
+}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for headprune: eval mode, fp32, with its tokenizer and what it is for."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    task: str  # "classification" | "causal-lm" | "masked-lm"
+    model_id: str
+    label_names: list[str] | None
+    source: str  # "preset" | "local" | "hub"
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def label2id(self) -> dict[str, int] | None:
+        if self.label_names is None:
+            return None
+        return {name: i for i, name in enumerate(self.label_names)}
+
+
+def load_model(spec: str, *, trust_remote_code: bool = False, progress: Progress | None = None) -> LoadedModel:
+    """Load a preset name (see `headprune.presets.PRESETS`), a local model folder, a .gguf file or a Hub id."""
+    from .presets import PRESETS, load_preset
+
+    spec = str(spec).strip()
+    if not spec:
+        raise ValueError(f"no model given: pass a preset ({', '.join(PRESETS)}), a model folder or a Hub id")
+    if spec in PRESETS:
+        return load_preset(spec, progress=progress)
+    path = Path(os.path.expanduser(spec))
+    if path.is_dir():
+        if (path / PRUNED_MARKER).is_file():
+            return _load_pruned(path)
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{path} is not a model folder: it has no config.json (save a model there with save_pretrained)")
+        return load_pretrained(str(path), source="local", model_id=str(path), trust_remote_code=trust_remote_code)
+    if path.is_file():
+        if path.suffix.lower() == ".gguf":
+            return load_gguf(path, source="local")
+        raise ValueError(f"{path} is a file; pass the folder that holds the model (config.json and weights) or a .gguf file")
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or not _HUB_ID.match(spec):
+        raise ValueError(f"no such model folder: {spec}")
+    return load_pretrained(spec, source="hub", model_id=spec, trust_remote_code=trust_remote_code)
+
+
+def _head_class(config) -> str:
+    """Name of the Auto class matching the config's task head."""
+    architectures = list(getattr(config, "architectures", None) or [])
+    for arch in architectures:
+        for suffix, auto in _HEADS.items():
+            if arch.endswith(suffix):
+                return auto
+    import transformers.models.auto.modeling_auto as auto_maps
+
+    if not architectures:  # no record of the head: guess from what the model type supports
+        for auto, mapping in (("AutoModelForCausalLM", auto_maps.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES),):
+            if config.model_type in mapping:
+                return auto
+    found = ", ".join(architectures) or "none recorded"
+    raise ValueError(
+        f"this model has no task head headprune can evaluate (architectures: {found}); it needs a sequence "
+        "classifier, a causal LM or a masked LM — fine-tune a head first, or use the minilm-tweets preset"
+    )
+
+
+def _read_config_json(path: str) -> dict:
+    try:
+        return json.loads(Path(path, "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _offline_error(model_id: str, exc: BaseException) -> ValueError:
+    from huggingface_hub import constants
+
+    detail = " ".join(str(exc).split())[:300]
+    if isinstance(exc, OSError) and ("not a valid model identifier" in detail or "Repository Not Found" in detail) \
+            and not constants.HF_HUB_OFFLINE:
+        return ValueError(f"no such model on the Hub: {model_id}")
+    return ValueError(
+        f"not available offline: {model_id} is not a local folder and not in the Hugging Face cache "
+        "(download it once with network access, or pass a folder saved with save_pretrained)"
+    )
+
+
+def load_pretrained(path_or_id: str, *, source: str, model_id: str, trust_remote_code: bool = False,
+                    **model_kwargs) -> LoadedModel:
+    """Load a save_pretrained folder or Hub id with the Auto class of its head; fp32, eval mode."""
+    import transformers
+    from transformers import AutoConfig, AutoTokenizer
+
+    local = source != "hub"
+    if local and "auto_map" in _read_config_json(path_or_id) and not trust_remote_code:
+        raise ValueError(
+            f"{model_id} ships its own model code (auto_map in config.json); read it, and pass "
+            "--trust-remote-code (trust_remote_code=True) if you trust it"
+        )
+    try:
+        config = AutoConfig.from_pretrained(path_or_id, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        if local:
+            raise ValueError(f"could not read the model config in {path_or_id}: {' '.join(str(exc).split())[:200]}") from exc
+        raise _offline_error(model_id, exc) from exc
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise ValueError(f"{model_id} needs its own model code; pass --trust-remote-code if you trust it") from exc
+        if "model type" in str(exc) or "Unrecognized" in str(exc):
+            raise ValueError(f"{model_id}: {' '.join(str(exc).split())[:200]} (is transformers up to date?)") from exc
+        raise
+    if getattr(config, "auto_map", None) and not trust_remote_code:
+        raise ValueError(f"{model_id} ships its own model code; pass --trust-remote-code if you trust it")
+    auto_class = getattr(transformers, _head_class(config))
+    kwargs = {"dtype": torch.float32, "trust_remote_code": trust_remote_code, **model_kwargs}
+    if local and any(Path(path_or_id).glob("*.safetensors")):
+        kwargs["use_safetensors"] = True
+    try:
+        model = auto_class.from_pretrained(path_or_id, config=config, **kwargs)
+    except OSError as exc:
+        if local:
+            raise ValueError(f"could not load the weights in {path_or_id}: {' '.join(str(exc).split())[:200]}") from exc
+        raise _offline_error(model_id, exc) from exc
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path_or_id, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ValueError(f"{model_id} has no usable tokenizer ({' '.join(str(exc).split())[:150]}); "
+                         "save the tokenizer next to the model with tokenizer.save_pretrained") from exc
+    return finish_loading(model, tokenizer, model_id=model_id, source=source)
+
+
+def finish_loading(model, tokenizer, *, model_id: str, source: str, meta: dict | None = None) -> LoadedModel:
+    """Check the family is supported, set eval/fp32, give pad-less tokenizers pad = eos, read label names."""
+    from .arch import family_of, task_of
+
+    family = family_of(model)  # raises UnsupportedModelError naming the supported families
+    model = model.float().eval()
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    task = task_of(model)
+    label_names = None
+    if task == "classification":
+        id2label = getattr(model.config, "id2label", None) or {}
+        label_names = [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(model.config.num_labels)]
+    meta = {"family": family, **(meta or {})}
+    return LoadedModel(model=model, tokenizer=tokenizer, task=task, model_id=model_id,
+                       label_names=label_names, source=source, meta=meta)
+
+
+def load_gguf(path: Path, *, source: str, model_id: str | None = None, meta: dict | None = None) -> LoadedModel:
+    """Load a GGUF file (dequantised to fp32) with its tokenizer; needs the `gguf` package."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except ImportError as exc:
+        raise ValueError(f"loading {path.name} needs the packages gguf and accelerate: {exc}") from exc
+    return finish_loading(model, tokenizer, model_id=model_id or str(path), source=source,
+                          meta={"gguf_file": str(path), **(meta or {})})
+
+
+def _load_pruned(folder: Path) -> LoadedModel:
+    """A folder written by `headprune.prune.save_pruned`."""
+    from transformers import AutoTokenizer
+
+    from .prune import load_pruned
+
+    loaded = load_pruned(folder)
+    if isinstance(loaded, LoadedModel):
+        return loaded
+    if isinstance(loaded, tuple):
+        model, tokenizer = loaded[0], (loaded[1] if len(loaded) > 1 else None)
+    else:
+        model, tokenizer = getattr(loaded, "model", loaded), getattr(loaded, "tokenizer", None)
+    if tokenizer is None:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"the pruned model in {folder} has no tokenizer; save one there with tokenizer.save_pretrained") from exc
+    try:
+        meta = json.loads((folder / PRUNED_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = {}
+    return finish_loading(model, tokenizer, model_id=str(folder), source="local", meta={"pruned": meta})

@@ -1,0 +1,6 @@
+"""Shared fixtures: tiny random models of every supported family, built in-process (no network)."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
