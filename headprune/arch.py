@@ -136,7 +136,7 @@ ADAPTERS: tuple[Adapter, ...] = (
     Adapter(
         family="vit",
         model_types=("vit",),
-        layers="encoder.layers",
+        layers="layers",
         attention="attention",
         q="attention.q_proj",
         k="attention.k_proj",

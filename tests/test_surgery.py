@@ -298,3 +298,21 @@ def test_unsupported_architecture_names_supported_families():
     model = T5ForConditionalGeneration(T5Config(vocab_size=32, d_model=16, d_kv=4, num_heads=2, num_layers=1, d_ff=8))
     with pytest.raises(headprune.UnsupportedModelError, match="supports bert, roberta"):
         headprune.head_grid(model)
+
+
+def test_vit_mask_and_prune():
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                       image_size=16, patch_size=4, num_labels=3, initializer_range=0.3)
+    model = ViTForImageClassification(config).eval()
+    pixels = {"pixel_values": torch.randn(2, 3, 16, 16)}
+    keep = torch.tensor([[True, False, True, False], [False] * 4])
+    with headprune.masked(model, keep):
+        expected = _logits(model, pixels)
+    assert not torch.allclose(expected, _logits(model, pixels), atol=1e-3)
+    torch.testing.assert_close(expected, _reference_ablation(model, keep, pixels), atol=1e-5, rtol=1e-5)
+    pruned = headprune.prune(model, keep)
+    torch.testing.assert_close(_logits(pruned, pixels), expected, atol=1e-4, rtol=1e-4)
+    assert arch.parameter_count(pruned) < arch.parameter_count(model)

@@ -1,0 +1,78 @@
+"""The layer-prefix cache re-runs only layers >= l and gives exactly the full forward's logits."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import headprune
+from headprune import arch
+from headprune.prefix import PrefixCache, forward_logits, layer_plan
+from headprune.tiny import tiny_batch, tiny_model
+
+
+def _full(model, batch, keep):
+    with torch.no_grad(), headprune.masked(model, keep):
+        return forward_logits(model, batch)
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "gpt2", "llama"])
+def test_logits_from_every_start_layer_equal_full_forward(family):
+    model = tiny_model(family)
+    batches = [tiny_batch(model, seed=s) for s in range(2)]
+    cache = PrefixCache(model, batches)
+    assert cache.enabled and cache.nbytes > 0
+    for layer in range(arch.num_layers(model)):
+        for head in range(arch.num_heads(model)):
+            keep = torch.ones(arch.head_grid(model), dtype=torch.bool)
+            keep[layer, head] = False
+            for index, batch in enumerate(batches):
+                torch.testing.assert_close(cache.logits_for(index, keep, layer), _full(model, batch, keep), atol=1e-5, rtol=1e-5)
+
+
+def test_advance_follows_a_sequence_of_masks_and_skips_lower_layers():
+    model = tiny_model("bert")
+    batches = [tiny_batch(model, seed=s) for s in range(2)]
+    cache = PrefixCache(model, batches)
+    gen = torch.Generator().manual_seed(0)
+    keep = torch.ones(arch.head_grid(model), dtype=torch.bool)
+    for _ in range(6):
+        layer, head = int(torch.randint(0, 3, (1,), generator=gen)), int(torch.randint(0, 4, (1,), generator=gen))
+        keep[layer, head] = ~keep[layer, head]
+        assert cache.lowest_changed_layer(keep) == layer
+        logits = cache.advance(keep)
+        for index, batch in enumerate(batches):
+            torch.testing.assert_close(logits[index], _full(model, batch, keep), atol=1e-5, rtol=1e-5)
+    assert cache.lowest_changed_layer(keep) is None
+
+    calls = []
+    handle = arch.out_projections(model)[0].register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        keep[2, 0] = ~keep[2, 0]
+        cache.advance(keep)
+    finally:
+        handle.remove()
+    assert calls == [], "a change in layer 2 must not run layer 0"
+
+
+def test_disabled_cache_falls_back_to_full_passes():
+    model = tiny_model("gpt2")
+    batches = [tiny_batch(model)]
+    cache = PrefixCache(model, batches, max_bytes=1)
+    assert not cache.enabled and cache.nbytes == 0
+    keep = torch.ones(arch.head_grid(model), dtype=torch.bool)
+    keep[1, 2] = False
+    torch.testing.assert_close(cache.advance(keep)[0], _full(model, batches[0], keep))
+
+
+def test_layer_plan_is_scoped_and_validated():
+    model = tiny_model("bert")
+    batch = tiny_batch(model)
+    dense = _full(model, batch, None)
+    record: list = []
+    with torch.no_grad(), layer_plan(model, 0, record=record):
+        forward_logits(model, batch)
+    assert len(record) == arch.num_layers(model)
+    torch.testing.assert_close(_full(model, batch, None), dense)  # plan gone after the block
+    with pytest.raises(ValueError, match="start layer must be in"):
+        with layer_plan(model, 7):
+            pass
