@@ -1,6 +1,197 @@
-"""headprune dashboard (placeholder until the dashboard lands): `streamlit run app.py`."""
-import streamlit as st
+"""headprune dashboard: `streamlit run app.py [-- --model PRESET|DIR|HUB_ID --data tweets|FILE|HUB_NAME]`.
 
-st.set_page_config(page_title="headprune", layout="wide")
-st.title("headprune")
-st.write("Interactive workbench for finding, testing and removing redundant attention heads. The dashboard is coming.")
+The entry page: loads the model and the live evaluation set (sidebar), keeps the session's mask in
+`st.session_state` and the URL, and hands over to the page chosen in the navigation (app_pages/; not `pages/`, which Streamlit would
+run as a v1 multipage app on the first run of a fresh server, bypassing this entry script).
+Environment: HEADPRUNE_MODEL, HEADPRUNE_DATA, HEADPRUNE_LIVE_EXAMPLES (see `headprune.session.app_settings`).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import streamlit as st  # noqa: E402
+import torch  # noqa: E402
+
+from headprune import arch  # noqa: E402
+from headprune.presets import PRESETS, build_preset, preset_meta  # noqa: E402
+from headprune.session import MaskHistory, app_settings, decode_mask, eta_text, format_seconds  # noqa: E402
+from app_pages import _ui as ui  # noqa: E402
+
+st.set_page_config(page_title="headprune", page_icon=":material/content_cut:", layout="wide")
+
+
+@st.cache_resource(show_spinner=False)
+def _set_threads() -> int:
+    """torch.set_num_threads once per server process (every core, at most 8: small matmuls gain nothing more)."""
+    threads = max(1, min(8, os.cpu_count() or 1))
+    torch.set_num_threads(threads)
+    return threads
+
+
+_set_threads()
+SETTINGS = app_settings(sys.argv[1:])
+OTHER_MODEL = "Hub id or folder…"
+DATA_KINDS = {"tweets": "Built-in tweets", "path": "File or Hub dataset", "upload": "Upload a file"}
+
+
+def build_preset_with_progress(name: str) -> None:
+    """First use of minilm-tweets: fine-tune it with a visible progress bar and a measured time estimate."""
+    if name != "minilm-tweets" or preset_meta(name) is not None:
+        return
+    st.markdown("### Preparing the `minilm-tweets` model (first start only)")
+    st.write("MiniLM-L6 is fine-tuned for one epoch on 6,000 tweets and cached; later starts load it in seconds. "
+             "The remaining time below is measured from progress so far.")
+    bar = st.progress(0.0, text="starting")
+    start = time.monotonic()
+
+    def progress(fraction: float, message: str) -> None:
+        eta = eta_text(fraction, time.monotonic() - start)
+        bar.progress(min(1.0, max(0.0, fraction)), text=f"{message} — {eta or 'estimating time…'}")
+
+    build_preset(name, progress=progress)
+    bar.progress(1.0, text=f"done in {format_seconds(time.monotonic() - start)}")
+
+
+def load(model_spec: str, data_spec: str, live_examples: int, data_options: dict | None = None):
+    build_preset_with_progress(model_spec)
+    with st.spinner(f"Loading {model_spec} and {live_examples} examples of {Path(data_spec).name or data_spec}…"):
+        return ui.cached_workload(model_spec, data_spec, int(live_examples), tuple(sorted((data_options or {}).items())))
+
+
+def upload_to_file(upload) -> str:
+    """An uploaded CSV/JSON/Parquet file, saved where `headprune.data.load_data` can read it."""
+    folder = Path(tempfile.gettempdir()) / "headprune-uploads"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{abs(hash(upload.getvalue()))}-{Path(upload.name).name}"
+    if not path.exists():
+        path.write_bytes(upload.getvalue())
+    return str(path)
+
+
+def upload_columns(path: str) -> list[str]:
+    import pandas as pd
+
+    suffix = Path(path).suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return list(pd.read_parquet(path).columns)
+        if suffix in (".json", ".jsonl"):
+            return list(pd.read_json(path, lines=suffix == ".jsonl").columns)
+        return list(pd.read_csv(path, nrows=5, sep=None, engine="python").columns)
+    except Exception:  # the loader gives the real reason when the user loads it
+        return []
+
+
+def sidebar() -> None:
+    """Model and data pickers; 'Load' swaps the workload, or shows why not and keeps the current one."""
+    ss = st.session_state
+    current = ss.get("workload_spec", (SETTINGS["model"], SETTINGS["data"], SETTINGS["live_examples"], {}))
+    with st.sidebar:
+        st.markdown("## :material/content_cut: headprune")
+        with st.expander("Model and data", expanded="workload" not in ss):
+            models = list(PRESETS) + [OTHER_MODEL]
+            index = models.index(current[0]) if current[0] in PRESETS else len(models) - 1
+            choice = st.selectbox("Model", models, index=index, help="\n".join(f"- **{k}**: {v}" for k, v in PRESETS.items()))
+            model_spec = choice
+            if choice == OTHER_MODEL:
+                model_spec = st.text_input("Hub id or model folder", value="" if current[0] in PRESETS else current[0],
+                                           placeholder="bert-base-uncased or /path/to/folder")
+            kind_default = "tweets" if current[1] == "tweets" else "path"
+            kind = st.radio("Data", list(DATA_KINDS), format_func=DATA_KINDS.get, index=list(DATA_KINDS).index(kind_default),
+                            horizontal=False)
+            data_spec, options = "tweets", {}
+            if kind == "path":
+                data_spec = st.text_input("Data file or Hub dataset", value="" if current[1] == "tweets" else current[1],
+                                          placeholder="/path/data.csv or glue")
+            elif kind == "upload":
+                upload = st.file_uploader("CSV, JSON, JSONL or Parquet", type=["csv", "tsv", "json", "jsonl", "parquet"])
+                data_spec = upload_to_file(upload) if upload is not None else ""
+                columns = upload_columns(data_spec) if data_spec else []
+                if columns:
+                    guess = "(guess)"
+                    text = st.selectbox("Text column", [guess, *columns])
+                    label = st.selectbox("Label column", [guess, *columns])
+                    options = {k: v for k, v in (("text_column", text), ("label_column", label)) if v != guess}
+            live = st.number_input("Live evaluation examples", min_value=8, max_value=20000, step=64,
+                                   value=int(current[2]),
+                                   help="Every toggle is evaluated exactly on this many examples: more is steadier, fewer is faster.")
+            if st.button("Load", type="primary", width="stretch"):
+                spec = (model_spec.strip(), data_spec.strip(), int(live), options)
+                try:
+                    if not spec[0] or not spec[1]:
+                        raise ValueError("choose a model and data first")
+                    ss["workload"] = load(*spec)
+                    ss["workload_spec"] = spec
+                except Exception as exc:  # any failure: say why, keep what was loaded
+                    ui.error(f"Could not load {spec[0] or 'the model'} with {Path(spec[1]).name or 'that data'}", exc)
+        if "workload" in ss:
+            describe(ss["workload"])
+
+
+def count_text(n: int) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.1f} k"
+
+
+def describe(w) -> None:
+    model = w.model
+    layers, heads = w.shape
+    kv = arch.num_kv_heads(model)
+    grid = f"{layers} × {heads}" + (f" ({kv} KV heads)" if kv != heads else "")
+    key, label = ui.quality_key(w.dense)
+    rows = [("model", w.loaded.model_id), ("family", arch.family_of(model)), ("layers × heads", grid),
+            ("parameters", count_text(arch.parameter_count(model))), ("task", w.loaded.task),
+            ("data", f"{Path(w.data_spec).name or w.data_spec} · {len(w.df)} examples"),
+            (f"dense {label}", f"{w.dense[key]:.1%}" if key != "loss" else f"{w.dense[key]:.3f}"),
+            ("dense loss", f"{w.dense['loss']:.3f}")]
+    st.markdown("\n".join(f"- **{k}**: {v}" for k, v in rows))
+    st.caption("Your mask lives in this browser session and in the address bar: copy the link to share it.")
+
+
+def sync_mask() -> None:
+    """The session's mask: kept across pages; a new session adopts the mask in the URL, if it fits the model."""
+    ss, w = st.session_state, st.session_state["workload"]
+    if ss.get(ui.KEEP_FOR) != w.key:
+        keep = torch.ones(w.shape, dtype=torch.bool)
+        code = st.query_params.get("mask")
+        if code and ui.KEEP_FOR not in ss:
+            try:
+                keep = decode_mask(code, w.shape)
+            except ValueError as exc:
+                ui.error("The mask in the link was not applied", exc)
+        ss[ui.KEEP], ss[ui.KEEP_FOR], ss[ui.HISTORY] = keep, w.key, MaskHistory()
+    ui.sync_url()
+
+
+if "workload" not in st.session_state:
+    try:
+        spec = (SETTINGS["model"], SETTINGS["data"], SETTINGS["live_examples"], {})
+        st.session_state["workload"] = load(*spec)
+        st.session_state["workload_spec"] = spec
+    except Exception as exc:
+        ui.error(f"Could not load the starting model {SETTINGS['model']} with data {SETTINGS['data']}", exc)
+        st.info("Pick another model or data in the sidebar and press Load.")
+        sidebar()
+        st.stop()
+
+sync_mask()
+sidebar()
+sync_mask()  # the sidebar may have loaded another workload
+
+PAGES = [
+    st.Page("app_pages/home.py", title="Learn", icon=":material/school:", default=True),
+    st.Page("app_pages/importance.py", title="Importance", icon=":material/grid_on:"),
+    st.Page("app_pages/prune.py", title="Prune", icon=":material/content_cut:"),
+    st.Page("app_pages/curves.py", title="Curves", icon=":material/show_chart:"),
+    st.Page("app_pages/export.py", title="Export", icon=":material/download:"),
+]
+st.navigation(PAGES, position="top").run()

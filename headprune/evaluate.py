@@ -158,6 +158,8 @@ def evaluate(model, batches, keep: torch.Tensor | None = None, *, task: str | No
     try:
         with context, torch.inference_mode():
             for i, batch in enumerate(batches):
+                if "labels" not in batch:
+                    raise ValueError("the batches have no labels: make them with make_batches on labelled data")
                 batch = to_device(batch, device)
                 labels = batch.pop("labels")
                 logits = model(**batch).logits
@@ -195,6 +197,7 @@ def zero_shot_sentiment(
     labels: list[str] | None = None,
     prompt: str = ZERO_SHOT_PROMPT,
     chat: bool | None = None,
+    calibrate: bool = True,
     batch_size: int = 8,
     max_length: int = 256,
     keep: torch.Tensor | None = None,
@@ -203,10 +206,11 @@ def zero_shot_sentiment(
     """Zero-shot classification with a causal LM: the label word with the highest next-token logit after a prompt.
 
     `df` needs `text` and integer `label` indexing `labels` (default: the tweets' negative/neutral/positive).
-    `chat=None` uses the tokenizer's chat template when it has one. Returns `accuracy`, `n`,
-    `predicted` (count per label) and `seconds`.
+    `chat=None` uses the tokenizer's chat template when it has one. `calibrate` applies contextual
+    calibration (Zhao et al. 2021, *Calibrate Before Use*): label-word probabilities are divided by those
+    after a content-free input ("N/A"), which removes the prompt's bias towards some label words.
+    Returns `accuracy`, `uncalibrated_accuracy`, `n`, `predicted` (count per label) and `seconds`.
     """
-    from .batches import pad_token_id
     from .data import TWEET_LABELS
 
     labels = list(labels or TWEET_LABELS)
@@ -215,47 +219,69 @@ def zero_shot_sentiment(
     tokenizer, model = loaded.tokenizer, loaded.model
     use_chat = bool(getattr(tokenizer, "chat_template", None)) if chat is None else chat
     word_ids = torch.tensor(label_word_ids(tokenizer, labels, prefix="" if use_chat else " "))
-    texts = []
-    for text in df["text"].astype(str):
+
+    def render(text: str) -> str:
         question = prompt.format(text=text, labels=", ".join(labels))
         if use_chat:
             question = tokenizer.apply_chat_template(
                 [{"role": "user", "content": question.removesuffix("Answer:").strip() + " Answer with one word."}],
                 tokenize=False, add_generation_prompt=True)
-        texts.append(question)
+        return question
+
+    texts = [render(t) for t in df["text"].astype(str)]
     gold = torch.tensor(df["label"].astype("int64").to_numpy())
-    pad = pad_token_id(tokenizer)
-    device = model_device(model)
     start = time.perf_counter()
-    preds = []
     context = contextlib.nullcontext()
     if keep is not None:
         from .mask import masked
 
         context = masked(model, keep)
+    was_training = model.training
     model.eval()
-    with context, torch.inference_mode():
-        for s in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[s:s + batch_size], add_special_tokens=not use_chat, truncation=True,
-                            max_length=max_length, padding=False)["input_ids"]
-            # left-pad so that the last position of every row is its prompt's last token
-            width = max(len(x) for x in enc)
-            ids = torch.full((len(enc), width), pad, dtype=torch.long)  # (B, T)
-            attention = torch.zeros((len(enc), width), dtype=torch.long)  # (B, T)
-            for r, x in enumerate(enc):
-                ids[r, width - len(x):] = torch.tensor(x)
-                attention[r, width - len(x):] = 1
-            position_ids = (attention.cumsum(dim=1) - 1).clamp(min=0)  # (B, T)
-            logits = model(input_ids=ids.to(device), attention_mask=attention.to(device),
-                           position_ids=position_ids.to(device)).logits[:, -1, :]  # (B, V)
-            preds.append(logits[:, word_ids.to(logits.device)].argmax(dim=-1).cpu())
-            if progress is not None:
-                progress(min(1.0, (s + batch_size) / len(texts)), "zero-shot sentiment")
-    pred = torch.cat(preds)
+    try:
+        with context, torch.inference_mode():
+            scores = _label_word_log_probs(model, tokenizer, texts, word_ids, batch_size=batch_size,
+                                           max_length=max_length, add_special_tokens=not use_chat, progress=progress)
+            content_free = _label_word_log_probs(model, tokenizer, [render("N/A")], word_ids, batch_size=1,
+                                                 max_length=max_length, add_special_tokens=not use_chat)
+    finally:
+        model.train(was_training)
+    raw = scores.argmax(dim=-1)
+    calibrated = (scores - content_free).argmax(dim=-1)  # log p(y|x) - log p(y|N/A)
+    pred = calibrated if calibrate else raw
     return {
         "accuracy": float((pred == gold).float().mean()),
+        "uncalibrated_accuracy": float((raw == gold).float().mean()),
+        "calibrated": calibrate,
         "n": int(len(gold)),
         "predicted": {name: int((pred == i).sum()) for i, name in enumerate(labels)},
         "chat_template": use_chat,
         "seconds": time.perf_counter() - start,
     }
+
+
+def _label_word_log_probs(model, tokenizer, texts: list[str], word_ids: torch.Tensor, *, batch_size: int,
+                          max_length: int, add_special_tokens: bool, progress: Progress | None = None) -> torch.Tensor:
+    """Log-probabilities (N, C) of the label words as the next token after each text, renormalised over the labels."""
+    from .batches import pad_token_id
+
+    pad = pad_token_id(tokenizer)
+    device = model_device(model)
+    out = []
+    for s in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[s:s + batch_size], add_special_tokens=add_special_tokens, truncation=True,
+                        max_length=max_length, padding=False)["input_ids"]
+        # left-pad so that the last position of every row is its prompt's last token
+        width = max(len(x) for x in enc)
+        ids = torch.full((len(enc), width), pad, dtype=torch.long)  # (B, T)
+        attention = torch.zeros((len(enc), width), dtype=torch.long)  # (B, T)
+        for r, x in enumerate(enc):
+            ids[r, width - len(x):] = torch.tensor(x)
+            attention[r, width - len(x):] = 1
+        position_ids = (attention.cumsum(dim=1) - 1).clamp(min=0)  # (B, T)
+        logits = model(input_ids=ids.to(device), attention_mask=attention.to(device),
+                       position_ids=position_ids.to(device)).logits[:, -1, :]  # (B, V)
+        out.append(torch.log_softmax(logits[:, word_ids.to(logits.device)].float(), dim=-1).cpu())  # (B, C)
+        if progress is not None:
+            progress(min(1.0, (s + batch_size) / len(texts)), "zero-shot sentiment")
+    return torch.cat(out)

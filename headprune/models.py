@@ -6,6 +6,7 @@ never turned on silently; unsupported architectures are refused with the support
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -60,10 +61,10 @@ def load_model(spec: str, *, trust_remote_code: bool = False, progress: Progress
             return _load_pruned(path)
         if not (path / "config.json").is_file():
             raise ValueError(f"{path} is not a model folder: it has no config.json (save a model there with save_pretrained)")
-        return load_pretrained(str(path), source="local", model_id=str(path), trust_remote_code=trust_remote_code)
+        return load_pretrained(str(path), source="local", model_id=str(path.resolve()), trust_remote_code=trust_remote_code)
     if path.is_file():
         if path.suffix.lower() == ".gguf":
-            return load_gguf(path, source="local")
+            return load_gguf(path, source="local", model_id=str(path.resolve()))
         raise ValueError(f"{path} is a file; pass the folder that holds the model (config.json and weights) or a .gguf file")
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or not _HUB_ID.match(spec):
         raise ValueError(f"no such model folder: {spec}")
@@ -104,9 +105,11 @@ def _offline_error(model_id: str, exc: BaseException) -> ValueError:
     if isinstance(exc, OSError) and ("not a valid model identifier" in detail or "Repository Not Found" in detail) \
             and not constants.HF_HUB_OFFLINE:
         return ValueError(f"no such model on the Hub: {model_id}")
+    from .presets import PRESETS
+
     return ValueError(
-        f"not available offline: {model_id} is not a local folder and not in the Hugging Face cache "
-        "(download it once with network access, or pass a folder saved with save_pretrained)"
+        f"not available offline: {model_id} is not a preset ({', '.join(PRESETS)}), a local folder, or a model "
+        "in the Hugging Face cache (download it once with network access, or pass a folder saved with save_pretrained)"
     )
 
 
@@ -159,7 +162,9 @@ def finish_loading(model, tokenizer, *, model_id: str, source: str, meta: dict |
     from .arch import family_of, task_of
 
     family = family_of(model)  # raises UnsupportedModelError naming the supported families
-    model = model.float().eval()
+    if any(p.is_floating_point() and p.dtype != torch.float32 for p in model.parameters()):
+        model = model.float()
+    model.eval()
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
@@ -184,6 +189,13 @@ def load_gguf(path: Path, *, source: str, model_id: str | None = None, meta: dic
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     except ImportError as exc:
         raise ValueError(f"loading {path.name} needs the packages gguf and accelerate: {exc}") from exc
+    if all(p.dtype == torch.float32 for p in model.parameters()):
+        # The weights were dequantised to fp32 on load: drop the quantizer mark so that the model can be cast,
+        # saved with save_pretrained, pruned and fine-tuned like any other.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        with contextlib.suppress(AttributeError):
+            del model.config.quantization_config
     return finish_loading(model, tokenizer, model_id=model_id or str(path), source=source,
                           meta={"gguf_file": str(path), **(meta or {})})
 
@@ -210,4 +222,4 @@ def _load_pruned(folder: Path) -> LoadedModel:
         meta = json.loads((folder / PRUNED_MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         meta = {}
-    return finish_loading(model, tokenizer, model_id=str(folder), source="local", meta={"pruned": meta})
+    return finish_loading(model, tokenizer, model_id=str(folder.resolve()), source="local", meta={"pruned": meta})

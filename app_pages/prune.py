@@ -1,0 +1,258 @@
+"""Prune: click heads (or box-select blocks) to remove them and watch accuracy, cost and latency respond."""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+import torch
+
+from headprune import arch
+from headprune.figures import cost_bars_figure, head_grid_figure
+from headprune.session import toggle_selection
+from headprune.units import kv_cache_bytes_per_token
+from app_pages import _ui as ui
+
+w = ui.workload()
+model = w.model
+L, H = w.shape
+total = L * H
+group = arch.kv_group_size(model)
+ss = st.session_state
+
+st.title("Prune heads by hand")
+st.caption("Click a head to remove it (click again to bring it back). To toggle a block, pick *Box Select* in the "
+           "grid's toolbar and drag over it. "
+           "Accuracy is recomputed exactly on the live set after every change; the instant estimate shows first.")
+
+
+# ------------------------------------------------------------------------------------------ callbacks
+def on_grid_select(key: str) -> None:
+    """Toggle what the grid selection names, once: the next grid is a new widget (GRID_VERSION), so a
+    rerun never sees this selection again and cannot toggle it twice."""
+    state = ss.get(key)
+    points = state.selection.points if state is not None else []
+    new, changed = toggle_selection(ui.keep(), points)
+    if changed:
+        ui.set_keep(new)
+        ss["last_change"] = changed
+
+
+def on_checkbox(layer: int, head: int, key: str) -> None:
+    new = ui.keep().clone()
+    new[layer, head] = bool(ss[key])
+    ui.set_keep(new)
+    ss["last_change"] = [(layer, head)]
+
+
+def apply(new: torch.Tensor, what: str) -> None:
+    ui.set_keep(new)
+    ss["last_action"] = what
+
+
+def undo() -> None:
+    try:
+        ui.set_keep(ui.history().undo(), remember=False)
+    except ValueError as exc:
+        ss["last_action"] = f"⚠️ {exc}"
+
+
+# ------------------------------------------------------------------------------------------ scores
+metrics = ui.metric_names()
+metric = ss.get("prune_metric") if ss.get("prune_metric") in metrics else ui.default_metric()
+scores = ui.stored_scores(metric) if metric else None
+grid_scores = ui.as_numpy(scores) if scores is not None else np.full((L, H), np.nan)
+
+
+# ------------------------------------------------------------------------------------------ live panel
+def live_panel(keep_mask: torch.Tensor) -> None:
+    dense = w.dense
+    key, label = ui.quality_key(dense)
+    kept = int(keep_mask.sum())
+    slot = st.empty()
+    try:
+        guess = ui.estimate_loss(keep_mask) if kept < total else None
+    except Exception as exc:  # an estimate is a courtesy; the exact value follows anyway
+        guess = None
+        slot.caption(f"(no instant estimate: {exc})")
+    if guess is not None:
+        slot.info(f"Instant estimate (first-order Taylor around the dense model): loss ≈ {guess:.3f} "
+                  f"({guess - dense['loss']:+.3f} vs dense). Computing the exact value…")
+    try:
+        result, seconds = ui.timed(lambda: ui.exact(keep_mask))
+    except Exception as exc:
+        slot.empty()
+        ui.error("Could not evaluate this mask", exc)
+        return
+    slot.empty()
+    c1, c2, c3, *rest = st.columns(6)
+    if key != "loss":
+        c1.metric(label, f"{100 * result[key]:.1f}%", delta=ui.delta(100 * (result[key] - dense[key]), " pts"), border=True)
+    c2.metric("loss", f"{result['loss']:.3f}", delta=ui.delta(result["loss"] - dense["loss"], "", "+.3f"),
+              delta_color="inverse", border=True)
+    c3.metric("heads kept", f"{kept} / {total}", delta=ui.delta(kept - total, "", "+d"), delta_color="off", border=True)
+    rerun = result.get("rerun_from_layer")
+    st.caption(f"Exact on {result.get('n', len(w.df))} examples in {seconds * 1000:.0f} ms"
+               + (f" (re-ran layers ≥ {rerun})" if rerun is not None else "")
+               + (f". Dense {label}: {dense[key]:.1%}." if key != "loss" else "."))
+    cost_panel(keep_mask, rest)
+
+
+def cost_panel(keep_mask: torch.Tensor, columns) -> None:
+    cost = ui.engine("cost")
+    kv_dense, kv_now = kv_cache_bytes_per_token(model), kv_cache_bytes_per_token(model, keep_mask)
+    c1, c2, c3 = columns
+    if cost is not None and hasattr(cost, "flops_per_token"):
+        f_dense, f_now = cost.flops_per_token(model, None), cost.flops_per_token(model, keep_mask)
+        c1.metric("FLOPs / token", f"{f_now / 1e6:.1f} M", delta=ui.delta(100 * (f_now / f_dense - 1), "%"),
+                  delta_color="inverse", border=True)
+    else:
+        c1.metric("FLOPs / token", "n/a", help="needs headprune.cost")
+    p_dense = arch.parameter_count(model)
+    if cost is not None and hasattr(cost, "params_after"):
+        p_now = cost.params_after(model, keep_mask)
+        c2.metric("parameters", f"{p_now / 1e6:.2f} M", delta=ui.delta(100 * (p_now / p_dense - 1), "%"),
+                  delta_color="inverse", border=True)
+    else:
+        c2.metric("parameters", f"{p_dense / 1e6:.2f} M", help="dense count (needs headprune.cost for the pruned one)")
+    c3.metric("KV cache / token", f"{kv_now / 1024:.1f} KiB", delta=ui.delta(100 * (kv_now / kv_dense - 1), "%"),
+              delta_color="inverse", border=True)
+
+
+def latency_panel(keep_mask: torch.Tensor) -> None:
+    cost = ui.engine("cost")
+    st.subheader("Measured latency")
+    if cost is None:
+        ui.unavailable("Latency measurement", "cost")
+        return
+    measured = ss.setdefault("measured", {})
+    code = ui.encode_mask(keep_mask)
+    c1, c2, c3 = st.columns([1, 1, 2])
+    batch_size = c1.number_input("batch", 1, 256, 8, key="lat_batch")
+    seq_len = c2.number_input("tokens", 8, 2048, 128, step=8, key="lat_seq")
+    if c3.button("Measure latency (dense vs this mask, physically pruned)", key="measure"):
+        try:
+            with st.spinner("timing dense and pruned forward passes…"):
+                measured[code] = cost.measure(model, keep_mask, batch_size=int(batch_size), seq_len=int(seq_len), repeats=10)
+        except Exception as exc:
+            ui.error("Could not measure latency", exc)
+    result = measured.get(code)
+    if result is None:
+        st.caption("Not measured for this mask yet." + (" (Earlier masks were.)" if measured else ""))
+        return
+    d, p = result["dense"], result["pruned"]
+    st.markdown(f"**dense** {d['latency_ms_median']:.1f} ms (p10–p90 {d['latency_ms_p10']:.1f}–{d['latency_ms_p90']:.1f}) · "
+                f"**pruned** {p['latency_ms_median']:.1f} ms (p10–p90 {p['latency_ms_p10']:.1f}–{p['latency_ms_p90']:.1f}) · "
+                f"**speed-up** {result.get('speedup', d['latency_ms_median'] / p['latency_ms_median']):.2f}×")
+    if result.get("warning"):
+        st.warning(result["warning"])
+    fig = cost_bars_figure({"params": d["params"], "flops_per_token": d["flops_per_token"], "latency_ms": d["latency_ms_median"]},
+                           {"params": p["params"], "flops_per_token": p["flops_per_token"], "latency_ms": p["latency_ms_median"]})
+    st.plotly_chart(fig, key="cost_bars")
+
+
+# ------------------------------------------------------------------------------------------ toggling area
+@st.fragment
+def toggling_area() -> None:
+    keep_mask = ui.keep()
+    version = ss.get(ui.GRID_VERSION, 0)
+    live_panel(keep_mask)  # the numbers first, full width; the grid below at its own (square-cell) width
+    st.markdown(f"**{L} layers × {H} heads** · colour: "
+                + (f"importance by `{metric}`" if scores is not None else "none yet"))
+    if scores is None and metric is not None and st.button(f"Colour by importance ({metric})", key="prune_score"):
+        try:
+            with st.spinner(f"scoring heads by {metric}…"):
+                ui.compute_scores(metric)
+            st.rerun()
+        except Exception as exc:
+            ui.error("Could not score the heads", exc)
+    fig = head_grid_figure(grid_scores, keep_mask.numpy(), kv_group_size=group if group > 1 else None,
+                           score_label=metric or "score")
+    # Streamlit selects a scatter point on click only when the drag mode is not "select" (it then sets
+    # clickmode "event+select"); box selection stays one toolbar click away.
+    fig.update_layout(dragmode="pan")
+    key = f"prune_grid_{version}"
+    st.plotly_chart(fig, key=key, on_select=lambda key=key: on_grid_select(key), selection_mode=("points", "box"),
+                    width="content", config={"displayModeBar": True, "displaylogo": False, "scrollZoom": False,
+                                             "modeBarButtons": [["select2d", "pan2d"]]})
+    b = st.columns([1, 1, 1, 3])
+    b[0].button("↶ Undo", on_click=undo, disabled=len(ui.history()) == 0, width="stretch",
+                help=f"{len(ui.history())} earlier masks")
+    b[1].button("Reset", on_click=apply, args=(torch.ones(L, H, dtype=torch.bool), "reset: all heads kept"),
+                width="stretch")
+    b[2].button("Invert", on_click=apply, args=(~keep_mask, "inverted the mask"), width="stretch")
+    if ss.get("last_action"):
+        b[3].caption(ss["last_action"])
+    with st.expander("Keyboard-friendly: the same mask as checkboxes (Tab / Space)"):
+        for layer in range(L):
+            cols = st.columns([1.2] + [1] * H)
+            cols[0].markdown(f"**layer {layer}**")
+            for head in range(H):
+                box_key = f"cb_{layer}_{head}_{version}"
+                cols[head + 1].checkbox(f"{head}", value=bool(keep_mask[layer, head]), key=box_key,
+                                        on_change=on_checkbox, args=(layer, head, box_key))
+    latency_panel(keep_mask)
+
+
+toggling_area()
+
+# ------------------------------------------------------------------------------------------ automatic masks
+st.divider()
+st.subheader("Automatic masks")
+search = ui.engine("search")
+recover = ui.engine("recover")
+auto, budget, lsq = st.columns(3, gap="large")
+with auto:
+    st.markdown("**Prune the N least important heads**")
+    if not metrics:
+        ui.unavailable("Scoring", "score")
+    else:
+        chosen = st.selectbox("metric", metrics, index=metrics.index(metric) if metric in metrics else 0, key="prune_metric")
+        n = st.slider("heads to prune", 0, total - 1, min(total // 2, total - 1), key="prune_n")
+        if st.button("Prune N least important", type="primary"):
+            try:
+                if search is None:
+                    raise ValueError("the search engine (headprune.search) is not available yet")
+                with st.spinner(f"scoring heads with {chosen}…"):
+                    s = ui.compute_scores(chosen)
+                new = search.least_important(s, int(n), model=model)
+                ui.set_keep(torch.as_tensor(new).bool())
+                ss["last_action"] = f"pruned the {n} least important heads by {chosen}"
+                st.rerun()
+            except Exception as exc:
+                ui.error("Could not prune by importance", exc)
+with budget:
+    st.markdown("**Auto-mask within an accuracy budget**")
+    drop = st.slider("largest accuracy drop (points)", 0.0, 20.0, 1.0, 0.5, key="budget_drop")
+    if st.button("Find the smallest model within budget"):
+        try:
+            if search is None or not metrics:
+                raise ValueError("needs headprune.search and headprune.score, not available yet")
+            with st.spinner("searching (evaluates many masks)…"):
+                s = ui.compute_scores(metric or metrics[0])
+                new, info = search.budget_mask(model, w.batches, s, max_drop=drop / 100)
+            ui.set_keep(torch.as_tensor(new).bool())
+            ss["last_action"] = f"budget mask: {int(torch.as_tensor(new).sum())} heads kept"
+            st.rerun()
+        except Exception as exc:
+            ui.error("Could not build a budget mask", exc)
+with lsq:
+    st.markdown("**Retraining-free recovery**")
+    st.caption("Rescale the kept heads per layer by least squares so each layer's output matches the dense "
+               "model's (Kwon et al. 2022). The mask stays; accuracy usually comes back part of the way.")
+    if st.button("Recover (least-squares gates)"):
+        try:
+            if recover is None:
+                raise ValueError("headprune.recover is not available yet")
+            from headprune.evaluate import evaluate
+            from headprune.mask import gated
+
+            with st.spinner("solving per-layer least squares and re-evaluating…"):
+                gates = recover.lsq_gates(model, ui.keep(), w.batches)
+                with gated(model, torch.as_tensor(gates).float()):
+                    ss["recovered"] = (ui.encode_mask(ui.keep()), evaluate(model, w.batches, task=w.loaded.task))
+        except Exception as exc:
+            ui.error("Could not recover", exc)
+    rec = ss.get("recovered")
+    if rec and rec[0] == ui.encode_mask(ui.keep()):
+        k, label = ui.quality_key(rec[1])
+        st.metric(f"{label} after recovery", f"{rec[1][k]:.1%}" if k != "loss" else f"{rec[1][k]:.3f}",
+                  delta=ui.delta(100 * (rec[1][k] - ui.exact(ui.keep())[k]), " pts vs masked"))

@@ -1,0 +1,235 @@
+"""Live what-if evaluation: exact metrics of a new mask in a fraction of a full pass, plus a Taylor estimate.
+
+`LiveEvaluator` keeps, for the current (reference) mask, every layer's input hidden states per batch
+(`headprune.prefix.PrefixCache`). A mask that first differs from the reference at layer l needs only layers
+>= l; the metrics use `headprune.evaluate.batch_metrics/accumulate/finalise`, so they equal a full
+`evaluate(model, batches, keep)` to float tolerance.
+
+Two further exact savings for BERT-like classifiers (bert, roberta, electra; the dashboard's default):
+* within layer l the attention core (q/k/v projections, scores, softmax, weighted values) does not change,
+  because its input did not: only the gates in front of the output projection did. The per-head context
+  vectors (the output projection's input) are cached per layer and reused;
+* the classifier reads only position 0 ([CLS]) of the last layer, so the last layer computes queries, the
+  output projection and the feed-forward block at position 0 only (keys and values still at every position).
+Other families use the plain prefix cache through the model's own forward.
+
+The estimate is first-order (Molchanov et al. 2017; Michel et al. 2019 use the same gate gradient):
+Δloss ≈ Σ_h g_h (ξ_new,h − ξ_ref,h) with g = dL/dξ at the reference mask, from one backward pass.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from . import arch
+from .evaluate import Progress, accumulate, batch_metrics, finalise, model_device, to_device
+from .mask import gated, masked
+from .prefix import PrefixCache, forward_logits
+
+_CLS_FAMILIES = ("bert", "roberta", "electra")
+
+
+def _fast_path_ok(model) -> bool:
+    """BERT-like classifier with every head stored (not physically pruned) and plain post-LN blocks
+    (the batches must also start every row with a real token: right padding)."""
+    if arch.task_of(model) != "classification" or arch.family_of(model) not in _CLS_FAMILIES:
+        return False
+    if getattr(model.config, "headprune_heads", None) is not None:
+        return False
+    return not getattr(model.config, "add_cross_attention", False) and not model.config.is_decoder
+
+
+class _BertTail:
+    """Runs layers >= start of a BERT-like classifier from cached tensors, with the same modules (so the gate
+    hooks of `masked` apply) and `scaled_dot_product_attention`. The output projection and the feed-forward
+    block run on the non-padding tokens only, packed (N, d): padding keys are masked out, so padding never
+    reaches a real token, and the classifier reads position 0 only."""
+
+    def __init__(self, model):
+        self.model = model
+        self.blocks = arch.blocks(model)
+        self.family = arch.family_of(model)
+
+    def context(self, layer: int, padded: torch.Tensor, tokens: torch.Tensor, *, first_only=False) -> torch.Tensor:
+        """Per-head context vectors of `layer` (the output projection's input) from its input (B, T, d):
+        packed over real tokens (N, H*dh), or (B, 1, H*dh) at position 0 with `first_only`.
+        tokens: (B, T) bool, True = real token."""
+        attn = self.blocks[layer].attention.self
+        dh = attn.attention_head_size
+
+        def heads(x):  # (B, T', H*dh) -> (B, H, T', dh)
+            return x.unflatten(-1, (-1, dh)).transpose(1, 2)
+
+        q = heads(attn.query(padded[:, :1] if first_only else padded))
+        k, v = heads(attn.key(padded)), heads(attn.value(padded))
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=tokens[:, None, None, :], scale=attn.scaling)
+        context = context.transpose(1, 2).flatten(-2)  # (B, T', H*dh)
+        return context if first_only else context[tokens]
+
+    def finish(self, layer: int, residual: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Output projection (gated), residual + LayerNorm and feed-forward of `layer`, token-wise."""
+        block = self.blocks[layer]
+        attention_output = block.attention.output(context, residual)
+        return block.output(block.intermediate(attention_output), attention_output)
+
+    def logits(self, last_hidden: torch.Tensor) -> torch.Tensor:
+        """Task head on (B, 1, d) last-layer states at position 0; (B, C)."""
+        model = self.model
+        if self.family == "bert":
+            return model.classifier(model.dropout(model.bert.pooler(last_hidden)))
+        return model.classifier(last_hidden)
+
+
+class LiveEvaluator:
+    """Exact metrics of any mask over fixed evaluation batches, re-running only the layers a change touches.
+
+    One per browser session over a shared model (masks are per context). `max_cache_bytes` bounds the
+    cached activations; when they would not fit, `cache_enabled` is False and every evaluation is a full pass.
+    """
+
+    def __init__(self, model, batches: list[dict], keep=None, *, max_cache_bytes: int = 1 << 30):
+        self.model = model
+        self.task = arch.task_of(model)
+        device = model_device(model)
+        self.batches = [to_device(b, device) for b in batches]
+        if not self.batches:
+            raise ValueError("the live evaluator needs at least one evaluation batch")
+        model.eval()
+        fast = _fast_path_ok(model) and all(bool(_real_tokens(b)[:, 0].all()) for b in self.batches)
+        self._tail = _BertTail(model) if fast else None
+        # the fast path also caches each layer's context vectors (about as large as the layer inputs)
+        share = 2 if self._tail is not None else 1
+        start = time.perf_counter()
+        self.cache = PrefixCache(model, self.batches, None, max_bytes=max_cache_bytes // share)
+        self._contexts: list[dict[int, torch.Tensor]] = [{} for _ in self.batches]
+        self.dense = self._metrics(self.cache.logits)
+        self.dense["seconds"] = time.perf_counter() - start
+        self._gradient: tuple[torch.Tensor, torch.Tensor, float] | None = None  # (reference keep, g, loss)
+        if keep is not None:
+            self.evaluate(keep)
+
+    # ------------------------------------------------------------------------------------ properties
+    @property
+    def keep(self) -> torch.Tensor:
+        """The current reference mask (L, H), bool."""
+        return self.cache.keep.clone()
+
+    @property
+    def cache_enabled(self) -> bool:
+        return self.cache.enabled
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes of cached activations held now."""
+        contexts = sum(t.numel() * t.element_size() for per in self._contexts for t in per.values())
+        return self.cache.nbytes + contexts
+
+    # ------------------------------------------------------------------------------------ evaluation
+    def _metrics(self, logits: list[torch.Tensor]) -> dict:
+        total = None
+        for batch, batch_logits in zip(self.batches, logits):
+            total = accumulate(total, batch_metrics(batch_logits, batch["labels"], self.task))
+        return finalise(total)
+
+    def evaluate(self, keep, *, progress: Progress | None = None) -> dict:
+        """Exact metrics under `keep` (same keys as `headprune.evaluate.evaluate`, plus `rerun_from_layer`:
+        the first layer re-run, None when nothing changed); `keep` becomes the new reference mask."""
+        start_time = time.perf_counter()
+        keep = arch.to_keep_tensor(keep, self.model)
+        start = self.cache.lowest_changed_layer(keep)
+        if start is None:
+            logits = self.cache.logits
+        elif self._tail is None or not self.cache.enabled:
+            logits = self.cache.advance(keep, start, progress=progress)
+        else:
+            logits = self._advance_tail(keep, start, progress)
+        result = self._metrics(logits)
+        result["seconds"] = time.perf_counter() - start_time
+        result["rerun_from_layer"] = start
+        return result
+
+    @torch.inference_mode()
+    def _advance_tail(self, keep: torch.Tensor, start: int, progress: Progress | None) -> list[torch.Tensor]:
+        """Fast path of `evaluate`: layers >= start from cached inputs/contexts, last layer at position 0."""
+        tail, last = self._tail, self.cache.num_layers - 1
+        logits = []
+        with masked(self.model, keep):
+            for index, batch in enumerate(self.batches):
+                inputs, contexts = self.cache.inputs[index], self._contexts[index]
+                tokens = _real_tokens(batch)  # (B, T)
+                hidden = inputs[start][tokens]  # (N, d) packed real tokens
+                for layer in range(start, last + 1):
+                    if layer > start:  # the new reference's input of this layer (padding keeps stale values,
+                        inputs[layer][tokens] = hidden  # which never reach a real token)
+                    if layer == last:
+                        context = tail.context(layer, inputs[layer], tokens, first_only=True)  # (B, 1, H*dh)
+                        hidden = tail.finish(layer, inputs[layer][:, :1], context)  # (B, 1, d)
+                        break
+                    context = contexts.get(layer) if layer == start else None
+                    if context is None:
+                        context = contexts[layer] = tail.context(layer, inputs[layer], tokens)  # (N, H*dh)
+                    hidden = tail.finish(layer, hidden, context)
+                logits.append(tail.logits(hidden))
+                if progress is not None:
+                    progress((index + 1) / len(self.batches), f"batch {index + 1}/{len(self.batches)}")
+        self.cache.keep, self.cache.logits = keep.clone(), logits
+        return logits
+
+    # ------------------------------------------------------------------------------------ estimate
+    def gate_gradient(self) -> torch.Tensor:
+        """dL/dξ (L, H) at the reference mask (L = the evaluation loss), one backward pass, cached."""
+        return self._reference_gradient()[1]
+
+    def _reference_gradient(self) -> tuple[torch.Tensor, torch.Tensor, float]:
+        reference = self.cache.keep
+        if self._gradient is not None and torch.equal(self._gradient[0], reference):
+            return self._gradient
+        model = self.model
+        gates = reference.float().to(model_device(model)).requires_grad_(True)
+        count = sum(_item_count(b["labels"], self.task) for b in self.batches)
+        total_loss, grad = 0.0, torch.zeros_like(gates)
+        with torch.enable_grad():
+            for batch in self.batches:  # one graph per batch: gated() slices the gates on entry
+                with gated(model, gates):
+                    loss_sum = _loss_sum(forward_logits(model, batch), batch["labels"], self.task)
+                grad += torch.autograd.grad(loss_sum / count, gates)[0]  # the shared model's .grad stays untouched
+                total_loss += float(loss_sum.detach())
+        self._gradient = (reference.clone(), grad.detach().cpu(), total_loss / count)
+        return self._gradient
+
+    def estimate(self, keep) -> dict:
+        """First-order estimate of the loss under `keep` from the gate gradient at the reference mask:
+        dict(loss, delta_loss, reference_loss). Instant once the gradient for this reference exists."""
+        keep = arch.to_keep_tensor(keep, self.model)
+        reference, grad, loss = self._reference_gradient()
+        delta = float((grad * (keep.float() - reference.float())).sum())
+        return {"loss": loss + delta, "delta_loss": delta, "reference_loss": loss}
+
+
+def _real_tokens(batch: dict) -> torch.Tensor:
+    """(B, T) bool, True at real (non-padding) tokens."""
+    mask = batch.get("attention_mask")
+    return torch.ones_like(batch["input_ids"], dtype=torch.bool) if mask is None else mask.bool()
+
+
+def _item_count(labels: torch.Tensor, task: str) -> int:
+    """Scored items in one batch, as `batch_metrics` counts them."""
+    if task == "classification":
+        return int(labels.shape[0])
+    if task == "causal-lm":
+        labels = labels[:, 1:]
+    return int((labels != -100).sum())
+
+
+def _loss_sum(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
+    """Differentiable summed loss with the arithmetic of `batch_metrics`."""
+    logits = logits.float()
+    if task == "classification":
+        return F.cross_entropy(logits, labels, reduction="sum")
+    if task == "causal-lm":
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="sum",
+                           ignore_index=-100)
+

@@ -1,0 +1,90 @@
+"""Automatic masks and pruning curves on tiny models."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from headprune import arch
+from headprune.cost import flops_per_token
+from headprune.evaluate import evaluate
+from headprune.live import LiveEvaluator
+from headprune.search import budget_mask, least_important, prune_curve, random_baseline, target_mask
+from headprune.tiny import tiny_batch, tiny_model
+
+
+def _scores(model, seed=0):
+    return torch.rand(arch.head_grid(model), generator=torch.Generator().manual_seed(seed))
+
+
+def test_least_important_removes_lowest_with_guardrails():
+    scores = torch.tensor([[0.1, 0.2, 0.9], [0.3, 0.05, 0.8]])
+    keep = least_important(scores, 2, min_heads_per_layer=0)
+    assert keep.tolist() == [[False, True, True], [True, False, True]]
+    keep = least_important(scores, 4, min_heads_per_layer=1)
+    assert keep.sum(-1).tolist() == [1, 1]
+    assert least_important(scores, 100, min_heads_per_layer=0).sum() == 0
+    with pytest.raises(ValueError, match="needs the model"):
+        least_important(scores, 1, unit_mode="kv-group")
+
+
+def test_least_important_gqa_units():
+    model = tiny_model("llama")  # 6 query heads in 2 KV groups of 3
+    scores = _scores(model)
+    keep = least_important(scores, 4, model=model, unit_mode="kv-group")
+    grouped = keep.view(keep.shape[0], 2, 3)
+    assert torch.all(grouped.all(-1) | ~grouped.any(-1))  # whole groups only
+    assert (~keep).sum() >= 4 and keep.any(-1).all()
+    keep = least_important(scores, 5, model=model, unit_mode="group-equal")
+    for row in keep.view(keep.shape[0], 2, 3):
+        counts = {int(c) for c in row.sum(-1) if c > 0}
+        assert len(counts) == 1
+
+
+def test_budget_never_violates_what_it_checked():
+    model = tiny_model("bert")
+    batches = [tiny_batch(model, seed=s, batch_size=8) for s in range(3)]
+    scores = _scores(model)
+    for max_drop in (0.0, 0.05, 0.2):
+        keep, info = budget_mask(model, batches, scores, max_drop=max_drop, metric_key="accuracy")
+        val = evaluate(model, batches, keep)["accuracy"]
+        assert val >= info["dense"] - max_drop - 1e-9
+        assert info["val"] == pytest.approx(val)
+        assert info["heads_removed"] == int((~keep).sum()) and keep.any(-1).all()
+        assert info["steps"] > 0
+
+
+def test_target_mask_reaches_flops_ratio():
+    model = tiny_model("gpt2")
+    keep, info = target_mask(model, _scores(model), flops_ratio=0.8, seq_len=16)
+    ratio = flops_per_token(model, keep, 16) / flops_per_token(model, None, 16)
+    assert ratio <= 0.8 and info["flops_ratio"] == pytest.approx(ratio)
+    with pytest.raises(ValueError, match="larger ratio"):
+        target_mask(model, _scores(model), flops_ratio=0.01, seq_len=16)
+    with pytest.raises(ValueError, match="exactly one"):
+        target_mask(model, _scores(model))
+
+
+def test_target_mask_by_latency_is_generous_for_a_loose_target():
+    model = tiny_model("bert")
+    keep, info = target_mask(model, _scores(model), latency_ms=1e6, seq_len=8, batch_size=1, repeats=1)
+    assert info["heads_removed"] == 0 and keep.all()
+
+
+def test_curves_columns_and_fractions():
+    model = tiny_model("bert")
+    batches = [tiny_batch(model, seed=s) for s in range(2)]
+    live = LiveEvaluator(model, batches)
+    fractions = [0.5, 0.0, 0.25]
+    one_shot = prune_curve(model, batches, "random", fractions, scores=_scores(model), evaluator=live)
+    assert list(one_shot.columns) == ["metric", "mode", "fraction", "accuracy", "loss", "heads_kept"]
+    assert one_shot["fraction"].is_monotonic_increasing and one_shot["heads_kept"].is_monotonic_decreasing
+    assert one_shot["heads_kept"].tolist() == [12, 9, 6]
+    assert one_shot["loss"].iloc[0] == pytest.approx(live.dense["loss"])
+    iterative = prune_curve(model, batches, "magnitude", [0.25, 0.5], mode="iterative", step=0.1, evaluator=live)
+    assert iterative["heads_kept"].tolist() == [9, 6] and set(iterative["mode"]) == {"iterative"}
+    baseline = random_baseline(model, batches, [0.5, 0.25], seeds=(0, 1, 2), evaluator=live)
+    assert list(baseline.columns) == ["fraction", "mean", "low", "high"]
+    assert baseline["fraction"].tolist() == [0.25, 0.5]
+    assert (baseline["low"] <= baseline["mean"]).all() and (baseline["mean"] <= baseline["high"]).all()
+    with pytest.raises(ValueError, match="mode"):
+        prune_curve(model, batches, "random", [0.1], mode="sideways", evaluator=live)

@@ -1,0 +1,147 @@
+"""headprune.session: mask links, grid toggles, undo, background jobs, app settings, workload (no Streamlit)."""
+import threading
+
+import pytest
+import torch
+
+from headprune.session import (Job, JobCancelled, MaskHistory, app_settings, decode_mask, encode_mask, eta_text,
+                               format_seconds, selected_heads, toggle_selection)
+
+
+def _point(layer, head):
+    return {"curve_number": 0, "point_index": 0, "customdata": [layer, head]}
+
+
+@pytest.mark.parametrize("shape", [(6, 12), (30, 9), (1, 1), (3, 5)])
+def test_mask_link_round_trip(shape):
+    keep = torch.rand(shape, generator=torch.Generator().manual_seed(1)) > 0.4
+    text = encode_mask(keep)
+    assert text.startswith(f"{shape[0]}x{shape[1]}-")
+    assert torch.equal(decode_mask(text, shape), keep)
+
+
+def test_mask_link_all_kept_is_short_and_readable():
+    assert encode_mask(torch.ones(6, 12, dtype=torch.bool)) == "6x12-" + "f" * 18
+
+
+@pytest.mark.parametrize("text, match", [("garbage", "not a headprune mask link"), ("6x12-fff", "damaged"),
+                                         ("6x12-" + "z" * 18, "not a headprune mask link")])
+def test_bad_mask_links_say_why(text, match):
+    with pytest.raises(ValueError, match=match):
+        decode_mask(text)
+
+
+def test_mask_link_of_another_model_is_refused():
+    with pytest.raises(ValueError, match="loaded model has 6 x 12"):
+        decode_mask(encode_mask(torch.ones(3, 4, dtype=torch.bool)), (6, 12))
+
+
+def test_click_toggles_one_head_and_never_modifies_the_input():
+    keep = torch.ones(3, 4, dtype=torch.bool)
+    new, changed = toggle_selection(keep, [_point(1, 2)])
+    assert changed == [(1, 2)] and not new[1, 2] and int(new.sum()) == 11
+    assert keep.all()
+    again, changed = toggle_selection(new, [_point(1, 2)])
+    assert changed == [(1, 2)] and again.all()
+
+
+def test_box_selection_acts_as_one_switch():
+    keep = torch.ones(3, 4, dtype=torch.bool)
+    keep[0, 0] = False
+    block = [_point(0, 0), _point(0, 1), _point(1, 0), _point(1, 1)]
+    removed, changed = toggle_selection(keep, block)  # some kept -> all removed
+    assert not removed[:2, :2].any() and sorted(changed) == [(0, 1), (1, 0), (1, 1)]
+    restored, changed = toggle_selection(removed, block)  # all removed -> all restored
+    assert restored[:2, :2].all() and len(changed) == 4
+
+
+def test_empty_or_foreign_selection_changes_nothing():
+    keep = torch.ones(2, 2, dtype=torch.bool)
+    for points in ([], [{"x": 1, "y": 1}], [_point(5, 5)]):
+        new, changed = toggle_selection(keep, points)
+        assert changed == [] and torch.equal(new, keep)
+    assert selected_heads([_point(1, 1), _point(1, 1)]) == [(1, 1)]
+
+
+def test_undo_history_returns_masks_in_reverse_and_is_bounded():
+    history = MaskHistory(limit=3)
+    masks = [torch.eye(3, dtype=torch.bool).roll(i, 0) for i in range(5)]
+    for m in masks:
+        history.push(m)
+    history.push(masks[-1])  # a repeat is not stored twice
+    assert len(history) == 3
+    assert torch.equal(history.undo(), masks[4]) and torch.equal(history.undo(), masks[3])
+    history.undo()
+    with pytest.raises(ValueError, match="nothing to undo"):
+        history.undo()
+
+
+def test_job_reports_progress_and_result():
+    job = Job("count")
+    gate = threading.Event()
+
+    def work(progress, should_stop):
+        progress(0.5, "half way")
+        gate.wait(5)
+        return 42
+
+    job.start(work)
+    while job.snapshot()["fraction"] < 0.5:
+        pass
+    snap = job.snapshot()
+    assert snap["status"] == "running" and snap["message"] == "half way"
+    with pytest.raises(ValueError, match="already running"):
+        job.start(work)
+    gate.set()
+    final = job.wait(5)
+    assert final["status"] == "done" and final["result"] == 42 and final["fraction"] == 1.0
+
+
+def test_job_cancel_stops_at_next_progress_and_failures_are_reported():
+    job = Job("loop")
+
+    def loop(progress, should_stop):
+        for i in range(10_000):
+            progress(i / 10_000, f"step {i}")
+            if i == 5:
+                job.cancel()
+        return "never"
+
+    job.start(loop)
+    assert job.wait(5)["status"] == "cancelled"
+
+    def broken(progress, should_stop):
+        raise ValueError("the model is too small")
+
+    job.start(broken)
+    final = job.wait(5)
+    assert final["status"] == "failed" and "too small" in final["error"]
+    assert issubclass(JobCancelled, Exception)
+
+
+def test_eta_and_seconds_texts():
+    assert eta_text(0.0, 10) == "" and eta_text(0.5, 1.0) == ""
+    assert eta_text(0.25, 30) == "about 1 min 30 s left (30 s so far)"
+    assert format_seconds(3700) == "1 h 1 min"
+
+
+def test_app_settings_from_command_line_then_environment():
+    env = {"HEADPRUNE_MODEL": "/m", "HEADPRUNE_DATA": "/d.csv", "HEADPRUNE_LIVE_EXAMPLES": "32"}
+    assert app_settings([], env) == {"model": "/m", "data": "/d.csv", "live_examples": 32}
+    assert app_settings(["--model", "x", "--live-examples", "8"], env) == {"model": "x", "data": "/d.csv", "live_examples": 8}
+    assert app_settings([], {}) == {"model": "minilm-tweets", "data": "tweets", "live_examples": 256}
+    with pytest.raises(ValueError, match="whole number"):
+        app_settings([], {"HEADPRUNE_LIVE_EXAMPLES": "many"})
+
+
+def test_taylor_estimate_matches_the_live_evaluator_around_the_dense_model():
+    from headprune.live import LiveEvaluator
+    from headprune.session import taylor_estimate
+    from headprune.tiny import tiny_batch, tiny_model
+
+    model = tiny_model("bert")
+    evaluator = LiveEvaluator(model, [tiny_batch(model, batch_size=6)])
+    keep = torch.ones(3, 4, dtype=torch.bool)
+    keep[1, 2] = keep[2, 0] = False
+    expected = evaluator.estimate(keep)["loss"]
+    assert taylor_estimate(evaluator.gate_gradient(), evaluator.dense["loss"], keep) == pytest.approx(expected, rel=1e-5)
