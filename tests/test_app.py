@@ -202,3 +202,20 @@ def test_loading_a_missing_model_from_the_sidebar_keeps_the_current_one(app, tmp
     _no_exceptions(app)
     assert any("Could not load" in e.value and "nothing-here" in e.value for e in app.error)
     assert app.session_state["workload"].shape == (2, 4)
+
+
+def test_automatic_masks_and_recovery_buttons_on_the_prune_page(app):
+    app.run()
+    app.switch_page("app_pages/prune.py").run()
+    app.slider(key="prune_n").set_value(3).run()
+    next(b for b in app.button if b.label == "Prune N least important").click().run()
+    _no_exceptions(app)
+    assert not app.error, [e.value for e in app.error]
+    assert _metric(app, "heads kept") == "5 / 8"
+    next(b for b in app.button if b.label == "Recover (least-squares gates)").click().run()
+    assert not app.error, [e.value for e in app.error]
+    assert any(m.label.endswith("after recovery") for m in app.metric)
+    app.slider(key="budget_drop").set_value(20.0).run()
+    next(b for b in app.button if b.label == "Find the smallest model within budget").click().run()
+    _no_exceptions(app)
+    assert not app.error, [e.value for e in app.error]
