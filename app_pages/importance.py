@@ -120,7 +120,6 @@ with st.container():
         st.markdown(f"**`{metric}` importance per head** · brighter = more important")
         fig = head_grid_figure(values, None, hover=hover_texts(values), kv_group_size=group if group > 1 else None,
                                score_label=metric, zmin=fixed[0], zmax=fixed[1])
-        fig.update_layout(dragmode="pan")  # so a click selects a head (see app_pages/prune.py)
         event = st.plotly_chart(fig, key="imp_grid", on_select="rerun", selection_mode=("points",), width="content",
                                 config={"displayModeBar": False})
         points = event.selection.points if event is not None else []

@@ -166,9 +166,6 @@ def toggling_area() -> None:
             ui.error("Could not score the heads", exc)
     fig = head_grid_figure(grid_scores, keep_mask.numpy(), kv_group_size=group if group > 1 else None,
                            score_label=metric or "score")
-    # Streamlit selects a scatter point on click only when the drag mode is not "select" (it then sets
-    # clickmode "event+select"); box selection stays one toolbar click away.
-    fig.update_layout(dragmode="pan")
     key = f"prune_grid_{version}"
     st.plotly_chart(fig, key=key, on_select=lambda key=key: on_grid_select(key), selection_mode=("points", "box"),
                     width="content", config={"displayModeBar": True, "displaylogo": False, "scrollZoom": False,

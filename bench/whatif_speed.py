@@ -97,6 +97,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, default=5, help="random-baseline seeds")
     parser.add_argument("--parts", default="toggles,curves,budget",
                         help="comma-separated parts to run (toggles, curves, budget); the JSON is rewritten after each")
+    parser.add_argument("--no-greedy", action="store_true",
+                        help="budget: binary search only (the greedy refinement can overfit a small validation set)")
+    parser.add_argument("--merge", action="store_true", help="update the JSON at --out instead of replacing it")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     loaded = load_minilm_tweets(args.wait)
@@ -105,7 +108,9 @@ def main(argv=None) -> dict:
     test_df = load_tweets("test", limit=args.test_limit, seed=0)
     val = make_batches(tok, val_df, "classification", batch_size=args.batch_size, max_length=128)
     test = make_batches(tok, test_df, "classification", batch_size=args.batch_size, max_length=128)
-    out: dict = {"settings": vars(args), "val_examples": len(val_df), "test_examples": len(test_df)}
+    out: dict = json.loads(Path(args.out).read_text()) if args.merge and Path(args.out).is_file() else {}
+    run = {"settings": vars(args), "val_examples": len(val_df), "test_examples": len(test_df)}
+    out.update({f"{key}_{args.parts.replace(',', '_')}": value for key, value in run.items()} if args.merge else run)
 
     parts = set(args.parts.split(","))
 
@@ -156,7 +161,7 @@ def curve_part(model, live, val, grad, args, out):
 
 def budget_part(model, live, val, test, grad, args, out):
     start = time.perf_counter()
-    keep, info = budget_mask(model, val, grad, max_drop=args.max_drop, evaluator=live)
+    keep, info = budget_mask(model, val, grad, max_drop=args.max_drop, greedy=not args.no_greedy, evaluator=live)
     out["budget_seconds"] = time.perf_counter() - start
     dense_test = evaluate(model, test)["accuracy"]
     masked_test = evaluate(model, test, keep)["accuracy"]

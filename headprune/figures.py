@@ -156,8 +156,9 @@ def head_grid_figure(
     It is a ``go.Scatter``, not a ``go.Heatmap``, because Streamlit reports selections only for scatter
     points. Traces, always in this order: 0 = kept heads with a score, 1 = kept heads without one (NaN),
     2 = removed heads; together they hold every head exactly once, with ``customdata = [layer, head]``,
-    so an ``on_select`` callback reads ``point["customdata"]``. Clicking selects a point, dragging
-    box-selects. The layout's width and height make cells square and markers tile without overlap; show it
+    so an ``on_select`` callback reads ``point["customdata"]``. Drag mode is "pan": Streamlit's front
+    end delivers clicks on scatter points only outside "select" mode; box select is one click away in the
+    toolbar. The layout's width and height make cells square and markers tile without overlap; show it
     at that width (Streamlit: ``width="content"``); wider still works (the grid keeps square cells).
     """
     scores = _as_2d("scores", scores)
@@ -246,7 +247,7 @@ def head_grid_figure(
         coloraxis=dict(colorscale=colorscale, cmin=lo, cmax=hi,
                        colorbar=dict(title=dict(text=score_label), thickness=12, len=1, x=1.02, xanchor="left")),
         legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
-        dragmode="select", clickmode="event+select", hovermode="closest", plot_bgcolor="white",
+        dragmode="pan", clickmode="event+select", hovermode="closest", plot_bgcolor="white",
     )
 
 
