@@ -22,12 +22,7 @@ ROWS = ["good movie,positive", "awful car,negative", "the car,neutral", "love th
         "great fine,positive", "hate this car,negative", "a movie,neutral", "ok the car,neutral", "not good,negative"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

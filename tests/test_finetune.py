@@ -12,13 +12,7 @@ from headprune.prune import kept_mask, load_pruned, prune
 from headprune.tiny import tiny_batch, tiny_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train much faster on one thread than on cores shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def workload(family="bert", n=6, **overrides):
