@@ -13,7 +13,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from headprune.session import Job, MaskHistory, Workload, encode_mask, load_workload, taylor_estimate
+from headprune.session import Job, MaskHistory, Workload, encode_mask, load_workload
 
 KEEP = "keep"  # the session's mask (L, H) bool tensor; a plain key, so it survives page switches
 KEEP_FOR = "keep_for"  # Workload.key the mask belongs to
@@ -86,18 +86,16 @@ def live_evaluator():
     stored = st.session_state.get("live_evaluator")
     if stored is None or stored[0] != w.key:
         evaluator = live.LiveEvaluator(w.model, w.batches)
-        gradient = evaluator.gate_gradient()  # at the dense model: one backward pass, here rather than on a click
-        stored = (w.key, evaluator, gradient, float(evaluator.dense["loss"]))
+        evaluator.gate_gradient(around="dense")  # one backward pass here rather than on a click
+        stored = (w.key, evaluator)
         st.session_state["live_evaluator"] = stored
     return stored[1]
 
 
 def estimate_loss(keep_mask: torch.Tensor) -> float | None:
     """Instant first-order loss estimate of a mask (None without the live engine)."""
-    if live_evaluator() is None:
-        return None
-    _, _, gradient, dense_loss = st.session_state["live_evaluator"]
-    return taylor_estimate(gradient, dense_loss, keep_mask)
+    evaluator = live_evaluator()
+    return None if evaluator is None else evaluator.estimate(keep_mask, around="dense")["loss"]
 
 
 def exact(keep_mask: torch.Tensor) -> dict:

@@ -106,7 +106,7 @@ class LiveEvaluator:
         self._contexts: list[dict[int, torch.Tensor]] = [{} for _ in self.batches]
         self.dense = self._metrics(self.cache.logits)
         self.dense["seconds"] = time.perf_counter() - start
-        self._gradient: tuple[torch.Tensor, torch.Tensor, float] | None = None  # (reference keep, g, loss)
+        self._gradients: dict[str, tuple[torch.Tensor, torch.Tensor, float]] = {}  # around -> (mask, g, loss)
         if keep is not None:
             self.evaluate(keep)
 
@@ -178,16 +178,20 @@ class LiveEvaluator:
         return logits
 
     # ------------------------------------------------------------------------------------ estimate
-    def gate_gradient(self) -> torch.Tensor:
-        """dL/dξ (L, H) at the reference mask (L = the evaluation loss), one backward pass, cached."""
-        return self._reference_gradient()[1]
+    def gate_gradient(self, *, around: str = "reference") -> torch.Tensor:
+        """dL/dξ (L, H) at the reference mask (or the dense model, `around="dense"`); one backward pass, cached."""
+        return self._gradient_at(around)[1]
 
-    def _reference_gradient(self) -> tuple[torch.Tensor, torch.Tensor, float]:
-        reference = self.cache.keep
-        if self._gradient is not None and torch.equal(self._gradient[0], reference):
-            return self._gradient
+    def _gradient_at(self, around: str) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(mask, dL/dξ at it, loss at it), cached per linearisation point until that point moves."""
+        if around not in ("reference", "dense"):
+            raise ValueError(f"around must be 'reference' or 'dense', got {around!r}")
+        point = self.cache.keep if around == "reference" else torch.ones_like(self.cache.keep)
+        cached = self._gradients.get(around)
+        if cached is not None and torch.equal(cached[0], point):
+            return cached
         model = self.model
-        gates = reference.float().to(model_device(model)).requires_grad_(True)
+        gates = point.float().to(model_device(model)).requires_grad_(True)
         count = sum(_item_count(b["labels"], self.task) for b in self.batches)
         total_loss, grad = 0.0, torch.zeros_like(gates)
         with torch.enable_grad():
@@ -196,15 +200,17 @@ class LiveEvaluator:
                     loss_sum = _loss_sum(forward_logits(model, batch), batch["labels"], self.task)
                 grad += torch.autograd.grad(loss_sum / count, gates)[0]  # the shared model's .grad stays untouched
                 total_loss += float(loss_sum.detach())
-        self._gradient = (reference.clone(), grad.detach().cpu(), total_loss / count)
-        return self._gradient
+        self._gradients[around] = (point.clone(), grad.detach().cpu(), total_loss / count)
+        return self._gradients[around]
 
-    def estimate(self, keep) -> dict:
-        """First-order estimate of the loss under `keep` from the gate gradient at the reference mask:
-        dict(loss, delta_loss, reference_loss). Instant once the gradient for this reference exists."""
+    def estimate(self, keep, *, around: str = "reference") -> dict:
+        """First-order estimate of the loss under `keep` (Molchanov et al. 2017; Michel et al. 2019):
+        loss(point) + Σ_h g_h (keep_h − point_h), g = dL/dξ at `point`, the reference mask (it moves with every
+        exact evaluation, costing one backward pass then) or, `around="dense"`, the dense model (computed once,
+        so the estimate stays instant while the reference moves). dict(loss, delta_loss, reference_loss)."""
         keep = arch.to_keep_tensor(keep, self.model)
-        reference, grad, loss = self._reference_gradient()
-        delta = float((grad * (keep.float() - reference.float())).sum())
+        point, grad, loss = self._gradient_at(around)
+        delta = float((grad * (keep.float() - point.float())).sum())
         return {"loss": loss + delta, "delta_loss": delta, "reference_loss": loss}
 
 

@@ -386,14 +386,3 @@ def training_batches(workload: Workload, limit: int = 2000) -> list:
                    label2id=loaded.label2id if loaded.task == "classification" else None, **options)
     return make_batches(loaded.tokenizer, df, loaded.task, batch_size=16 if loaded.task == "classification" else 4,
                         max_length=workload.settings.get("max_length", 128), seed=workload.settings.get("seed", 0))
-
-
-def taylor_estimate(gradient: torch.Tensor, dense_loss: float, keep) -> float:
-    """First-order loss estimate of a mask around the dense model (Molchanov et al. 2017; Michel et al. 2019):
-    loss(keep) ≈ loss(dense) + Σ_h g_h (keep_h − 1), with g = dL/dξ at the dense model (L, H).
-
-    `headprune.live.LiveEvaluator.estimate` expands around its *current* reference mask, whose gradient is
-    recomputed after every exact evaluation; the dashboard keeps the dense gradient so the estimate stays instant.
-    """
-    keep = torch.as_tensor(keep).float()
-    return float(dense_loss + (gradient.float() * (keep - 1.0)).sum())

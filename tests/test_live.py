@@ -103,3 +103,18 @@ def test_estimate_follows_the_reference_mask():
     assert live.estimate(keep)["delta_loss"] == 0.0
     assert not torch.equal(first, live.gate_gradient())
     assert live.estimate(keep)["reference_loss"] == pytest.approx(evaluate(model, batches, keep)["loss"], rel=1e-5)
+
+
+def test_estimate_around_the_dense_model_stays_there_when_the_reference_moves():
+    model = tiny_model("bert")
+    live = LiveEvaluator(model, [tiny_batch(model, batch_size=6)])
+    keep = torch.ones(3, 4, dtype=torch.bool)
+    keep[1, 2] = keep[2, 0] = False
+    expected = live.estimate(keep)["loss"]  # the reference is still the dense model
+    other = torch.ones(3, 4, dtype=torch.bool)
+    other[0, 1] = False
+    live.evaluate(other)  # moves the reference
+    assert live.estimate(keep, around="dense")["loss"] == pytest.approx(expected, rel=1e-5)
+    assert live.estimate(keep, around="dense")["reference_loss"] == pytest.approx(live.dense["loss"], rel=1e-5)
+    with pytest.raises(ValueError, match="around must be"):
+        live.estimate(keep, around="origin")

@@ -132,16 +132,3 @@ def test_app_settings_from_command_line_then_environment():
     assert app_settings([], {}) == {"model": "minilm-tweets", "data": "tweets", "live_examples": 256}
     with pytest.raises(ValueError, match="whole number"):
         app_settings([], {"HEADPRUNE_LIVE_EXAMPLES": "many"})
-
-
-def test_taylor_estimate_matches_the_live_evaluator_around_the_dense_model():
-    from headprune.live import LiveEvaluator
-    from headprune.session import taylor_estimate
-    from headprune.tiny import tiny_batch, tiny_model
-
-    model = tiny_model("bert")
-    evaluator = LiveEvaluator(model, [tiny_batch(model, batch_size=6)])
-    keep = torch.ones(3, 4, dtype=torch.bool)
-    keep[1, 2] = keep[2, 0] = False
-    expected = evaluator.estimate(keep)["loss"]
-    assert taylor_estimate(evaluator.gate_gradient(), evaluator.dense["loss"], keep) == pytest.approx(expected, rel=1e-5)
