@@ -63,6 +63,22 @@ def batch_metrics(logits: torch.Tensor, labels: torch.Tensor, task: str) -> dict
     return {"task": task, "n": n, "count": count, "loss_sum": float(loss_sum), "correct": correct}
 
 
+def per_example_loss(logits: torch.Tensor, labels: torch.Tensor, task: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable per-example loss (B,) and the number of scored items per example (B,).
+
+    classification: cross-entropy of each example (1 item). Language models: mean cross-entropy over the
+    example's predicted tokens (causal: position t predicts t+1; -100 labels ignored); 0 with 0 items.
+    """
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    if task == "classification":
+        return F.cross_entropy(logits, labels, reduction="none"), torch.ones(labels.shape[0])
+    if task == "causal-lm":
+        logits, labels = logits[:, :-1], labels[:, 1:]  # (B, T-1, V), (B, T-1)
+    tokens = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none", ignore_index=IGNORE_INDEX)  # (B, T)
+    count = (labels != IGNORE_INDEX).sum(-1)  # (B,)
+    return tokens.sum(-1) / count.clamp(min=1), count.float()
+
+
 def accumulate(total: dict | None, part: dict) -> dict:
     """Add the sums of `part` (from `batch_metrics`) to `total` (None starts a new one); returns the total."""
     if total is None:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from . import arch
-from .evaluate import Progress, accumulate, batch_metrics, finalise, model_device, to_device
+from .evaluate import Progress, accumulate, batch_metrics, finalise, model_device, per_example_loss, to_device
 from .mask import gated, masked
 from .prefix import PrefixCache, forward_logits
 
@@ -192,15 +192,16 @@ class LiveEvaluator:
             return cached
         model = self.model
         gates = point.float().to(model_device(model)).requires_grad_(True)
-        count = sum(_item_count(b["labels"], self.task) for b in self.batches)
-        total_loss, grad = 0.0, torch.zeros_like(gates)
+        total_loss, count, grad = 0.0, 0.0, torch.zeros_like(gates)
         with torch.enable_grad():
             for batch in self.batches:  # one graph per batch: gated() slices the gates on entry
                 with gated(model, gates):
-                    loss_sum = _loss_sum(forward_logits(model, batch), batch["labels"], self.task)
-                grad += torch.autograd.grad(loss_sum / count, gates)[0]  # the shared model's .grad stays untouched
-                total_loss += float(loss_sum.detach())
-        self._gradients[around] = (point.clone(), grad.detach().cpu(), total_loss / count)
+                    losses, items = per_example_loss(forward_logits(model, batch), batch["labels"], self.task)
+                loss_sum = (losses * items.to(losses.device)).sum()  # summed over scored items, as `evaluate`
+                grad += torch.autograd.grad(loss_sum, gates)[0]  # the shared model's .grad stays untouched
+                total_loss, count = total_loss + float(loss_sum.detach()), count + float(items.sum())
+        grad, total_loss = grad / count, total_loss / count
+        self._gradients[around] = (point.clone(), grad.detach().cpu(), total_loss)
         return self._gradients[around]
 
     def estimate(self, keep, *, around: str = "reference") -> dict:
@@ -218,24 +219,3 @@ def _real_tokens(batch: dict) -> torch.Tensor:
     """(B, T) bool, True at real (non-padding) tokens."""
     mask = batch.get("attention_mask")
     return torch.ones_like(batch["input_ids"], dtype=torch.bool) if mask is None else mask.bool()
-
-
-def _item_count(labels: torch.Tensor, task: str) -> int:
-    """Scored items in one batch, as `batch_metrics` counts them."""
-    if task == "classification":
-        return int(labels.shape[0])
-    if task == "causal-lm":
-        labels = labels[:, 1:]
-    return int((labels != -100).sum())
-
-
-def _loss_sum(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
-    """Differentiable summed loss with the arithmetic of `batch_metrics`."""
-    logits = logits.float()
-    if task == "classification":
-        return F.cross_entropy(logits, labels, reduction="sum")
-    if task == "causal-lm":
-        logits, labels = logits[:, :-1], labels[:, 1:]
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="sum",
-                           ignore_index=-100)
-

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 
 from . import arch, distributed
 from .attention import attention_statistics, batch_attentions, is_causal
-from .evaluate import IGNORE_INDEX, accumulate, batch_metrics, finalise, model_device, to_device
+from .evaluate import accumulate, batch_metrics, finalise, model_device, per_example_loss, to_device
 from .mask import gated, masked
 from .prefix import PrefixCache, forward_logits
 from .score_cache import batches_fingerprint, cache_key, load_cached, model_fingerprint, store_cached
@@ -142,22 +141,6 @@ def _eval_mode(model) -> Iterator[None]:
 def _report(progress: Progress | None, start: float, span: float, fraction: float, message: str) -> None:
     if progress is not None:
         progress(min(1.0, start + span * fraction), message)
-
-
-def per_example_loss(logits: torch.Tensor, labels: torch.Tensor, task: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Differentiable per-example loss (B,) and the number of scored items per example (B,).
-
-    classification: cross-entropy of each example (1 item). Language models: mean cross-entropy over the
-    example's predicted tokens (causal: position t predicts t+1; -100 labels ignored); 0 with 0 items.
-    """
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    if task == "classification":
-        return F.cross_entropy(logits, labels, reduction="none"), torch.ones(labels.shape[0])
-    if task == "causal-lm":
-        logits, labels = logits[:, :-1], labels[:, 1:]  # (B, T-1, V), (B, T-1)
-    tokens = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none", ignore_index=IGNORE_INDEX)  # (B, T)
-    count = (labels != IGNORE_INDEX).sum(-1)  # (B,)
-    return tokens.sum(-1) / count.clamp(min=1), count.float()
 
 
 def _o_heads(model, layer: int, n_present: int) -> torch.Tensor:
