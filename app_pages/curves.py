@@ -15,7 +15,7 @@ total = L * H
 
 st.title("Pruning curves")
 st.caption("How much quality is left after removing the least important X% of heads, for each metric. One-shot "
-           "scores once; iterative re-scores after every 10% removed (Michel et al. 2019). The grey band is the "
+           "scores once; iterative re-scores under the mask after every step (Michel et al. 2019). The grey band is the "
            "range over random orders: a metric is only useful where it stays above it. ★ = your current mask.")
 search, score = ui.engine("search"), ui.engine("score")
 if search is None or score is None:

@@ -459,6 +459,8 @@ def build_curves(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", default="gradient", help="score to prune by (default: gradient)")
     parser.add_argument("--mode", default="one-shot", choices=["one-shot", "iterative"])
     parser.add_argument("--step", type=float, default=0.1, help="iterative: fraction of heads removed per round")
+    parser.add_argument("--stop-below", type=float, default=None, metavar="RATIO",
+                        help="stop once accuracy falls below RATIO × dense (e.g. 0.9, HF bertology's masking threshold)")
     parser.add_argument("--fractions", default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
                         help="comma-separated fractions of heads removed")
     parser.add_argument("--random-seeds", type=int, default=3, help="random-order baseline seeds (0: none)")
@@ -472,9 +474,12 @@ def run_curves(args: argparse.Namespace) -> dict:
         fractions = [float(f) for f in args.fractions.split(",") if f.strip()]
     except ValueError:
         raise ValueError(f"--fractions must be comma-separated numbers, got {args.fractions!r}") from None
+    if args.stop_below is not None and not 0 <= args.stop_below <= 1:
+        raise ValueError(f"--stop-below is a fraction of the dense accuracy in [0, 1], got {args.stop_below}")
     loaded, df, batches = load_workload(args)
     with progress_bar(args, f"curve ({args.metric}, {args.mode})") as bar:
-        curve = prune_curve(loaded.model, batches, args.metric, fractions, mode=args.mode, step=args.step, progress=bar)
+        curve = prune_curve(loaded.model, batches, args.metric, fractions, mode=args.mode, step=args.step,
+                            stop_below=args.stop_below, progress=bar)
     result = {"command": "curves", "model": loaded.model_id, "metric": args.metric, "mode": args.mode,
               "curve": curve.to_dict(orient="records"), "random": None}
     if args.random_seeds > 0:

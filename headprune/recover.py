@@ -7,7 +7,8 @@ pruned model's block input), matches the dense model's x' + W_o·ctx(x') + b_o o
 excluded). It is linear in m: ridge least squares (G + λI) m = Aᵀb + λ·1, λ = damping · mean(diag G),
 pulling the scales towards 1 (unchanged). The result is float gates (L, H) (0 = removed head) that
 `headprune.mask.gated(model, gates)` evaluates without copying the model; `bake_gates` writes them into
-the output projections, and `prune(bake_gates(model, gates), gates > 0)` gives the smaller recovered model.
+the output projections, and `prune(bake_gates(model, gates), keep)` gives the smaller recovered model (prune
+by the mask, not by the gates' sign: a kept head's scale may come out negative).
 """
 from __future__ import annotations
 

@@ -123,6 +123,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(workload, tmp_path):
     (["prune", "--out", "x"], "exactly one of --mask, --fraction"),
     (["prune", "--out", "x", "--fraction", "1.5"], "--fraction must lie in"),
     (["score", "--metric", "nonsense"], "unknown metric"),
+    (["curves", "--stop-below", "1.5"], "--stop-below is a fraction"),
     (["bench", "no-such-bench"], "no benchmark 'no-such-bench'"),
 ])
 def test_bad_input_exits_2_with_one_line(workload, capsys, tmp_path, argv, match):
@@ -151,6 +152,11 @@ def test_roles_and_curves(workload, capsys):
     assert [r["heads_kept"] for r in result["curve"]] == [8, 4] and len(result["random"]) == 2
     code, out = run(capsys, ["curves", "--model", str(folder), "--data", str(csv), "--fractions", "0,0.5", "-q"])
     assert code == 0 and "random" in out.out
+    code, out = run(capsys, ["curves", "--model", str(folder), "--data", str(csv), "--fractions", "0,0.5,0.75",
+                             "--mode", "iterative", "--step", "0.25", "--stop-below", "0", "--random-seeds", "0",
+                             "--json", "-q"])
+    assert code == 0, out.err
+    assert [r["heads_kept"] for r in json.loads(out.out)["curve"]] == [8, 4, 2]
 
 
 def test_bench_runs_a_script_from_the_checkout(capsys):

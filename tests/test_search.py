@@ -8,7 +8,10 @@ from headprune import arch
 from headprune.cost import flops_per_token
 from headprune.evaluate import evaluate
 from headprune.live import LiveEvaluator
-from headprune.search import budget_mask, least_important, prune_curve, random_baseline, target_mask
+from headprune.mask import gated
+from headprune.score import score_heads
+from headprune.search import (budget_mask, iterative_scores, least_important, prune_curve, random_baseline,
+                               target_mask)
 from headprune.tiny import tiny_batch, tiny_model
 
 
@@ -51,6 +54,23 @@ def test_budget_never_violates_what_it_checked():
         assert info["val"] == pytest.approx(val)
         assert info["heads_removed"] == int((~keep).sum()) and keep.any(-1).all()
         assert info["steps"] > 0
+    keep, info = budget_mask(model, batches, scores, max_drop=0.05, greedy=True)
+    assert evaluate(model, batches, keep)["accuracy"] >= info["dense"] - 0.05 - 1e-9
+
+
+def test_budget_with_recovery_holds_for_the_recovered_model():
+    model = tiny_model("bert")
+    batches = [tiny_batch(model, seed=s, batch_size=8) for s in range(3)]
+    calib = [tiny_batch(model, seed=10 + s, batch_size=8) for s in range(2)]
+    keep, info = budget_mask(model, batches, _scores(model), max_drop=0.05, recover_batches=calib)
+    if info["heads_removed"]:
+        gates = info["gates"]
+        assert torch.equal(gates != 0, keep) and not torch.equal(gates, keep.float())  # rescaled, same heads
+        with gated(model, gates):
+            val = evaluate(model, batches)["accuracy"]
+        assert val >= info["dense"] - 0.05 - 1e-9 and info["val"] == pytest.approx(val)
+    else:
+        assert info["gates"] is None
 
 
 def test_target_mask_reaches_flops_ratio():
@@ -88,3 +108,33 @@ def test_curves_columns_and_fractions():
     assert (baseline["low"] <= baseline["mean"]).all() and (baseline["mean"] <= baseline["high"]).all()
     with pytest.raises(ValueError, match="mode"):
         prune_curve(model, batches, "random", [0.1], mode="sideways", evaluator=live)
+
+
+def test_iterative_scores_follow_rescoring_rounds():
+    model = tiny_model("bert")  # 3 x 4 heads; step 0.25 removes 3 heads a round
+    batches = [tiny_batch(model, seed=s) for s in range(2)]
+    ranks = iterative_scores(model, batches, "gradient", step=0.25, until=0.5)
+    keep = torch.ones(arch.head_grid(model), dtype=torch.bool)
+    for _ in range(2):  # the loop by hand: score under the mask, drop the 3 lowest
+        keep = least_important(score_heads(model, batches, "gradient", keep=keep), 3, model=model, keep=keep)
+        n = int((~keep).sum())
+        assert torch.equal(least_important(ranks, n, model=model), keep)
+    assert sorted(ranks.flatten().tolist()) == list(range(12))
+    with pytest.raises(ValueError, match="step"):
+        iterative_scores(model, batches, "gradient", step=0)
+
+
+def test_curve_stops_below_threshold():
+    model = tiny_model("bert")
+    batches = [tiny_batch(model, seed=s, batch_size=16) for s in range(2)]
+    live = LiveEvaluator(model, batches)
+    fractions = [0.0, 0.5, 0.9]
+    full = prune_curve(model, batches, "random", fractions, scores=_scores(model), evaluator=live,
+                       min_heads_per_layer=0)
+    dense, half = live.dense["accuracy"], full["accuracy"].iloc[1]
+    assert half < dense  # this fixture's half-pruned model is worse than dense
+    stopped = prune_curve(model, batches, "random", fractions, scores=_scores(model), evaluator=live,
+                          min_heads_per_layer=0, stop_below=(half + dense) / 2 / dense)
+    assert stopped["fraction"].tolist() == [0.0, 0.5]
+    with pytest.raises(ValueError, match="stop_below"):
+        prune_curve(model, batches, "random", [0.1], stop_below=2.0, evaluator=live)
