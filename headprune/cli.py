@@ -259,6 +259,13 @@ def build_prune(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--heads", type=int, default=None, metavar="N", help="remove N heads, least important first")
     how.add_argument("--budget", type=float, default=None, metavar="POINTS",
                      help="remove as many heads as possible losing at most POINTS of accuracy on --split (default validation)")
+    how.add_argument("--iterative", type=float, default=None, metavar="STEP",
+                     help="rank heads by iterative pruning: re-score under the mask after every STEP fraction removed")
+    how.add_argument("--greedy", action="store_true",
+                     help="--budget: then try each remaining head on top (overfits small data; use thousands of examples)")
+    how.add_argument("--recover", action="store_true",
+                     help="least-squares rescaling of the kept heads (label-free, on --split); with --budget, every "
+                          "candidate is judged after it; the saved model carries the scales")
     how.add_argument("--min-heads-per-layer", type=int, default=1, help="heads every layer keeps (default: 1)")
     how.add_argument("--unit-mode", default="head", choices=["head", "group-equal", "kv-group"],
                      help="grouped-query attention: prune heads, equal heads per KV group, or whole KV groups")
@@ -271,6 +278,7 @@ def run_prune(args: argparse.Namespace) -> dict:
     from .arch import head_grid, parameter_count
     from .mask import mask_to_dict, write_mask
     from .prune import prune, save_pruned
+    from .recover import bake_gates, lsq_gates
 
     chosen = [flag for flag, value in (("--mask", args.mask), ("--fraction", args.fraction), ("--heads", args.heads),
                                        ("--budget", args.budget)) if value is not None]
@@ -281,29 +289,48 @@ def run_prune(args: argparse.Namespace) -> dict:
         raise ValueError(f"--fraction must lie in [0, 1], got {args.fraction}")
     if args.budget is not None and args.budget < 0:
         raise ValueError(f"--budget is the accuracy points you accept to lose, ≥ 0; got {args.budget}")
+    if args.iterative is not None and not 0 < args.iterative <= 1:
+        raise ValueError(f"--iterative is the fraction of heads removed per round, in (0, 1]; got {args.iterative}")
+    if args.iterative is not None and args.mask:
+        raise ValueError("--iterative ranks heads by a metric; it does not apply to --mask")
+    if args.greedy and args.budget is None:
+        raise ValueError("--greedy refines a --budget search; add --budget POINTS")
     loaded, df, batches = load_workload(args)
     model, info = loaded.model, {}
     if args.mask:
         keep = read_keep(args.mask, loaded)
     else:
         from .score import score_heads
-        from .search import budget_mask, least_important
+        from .search import budget_mask, iterative_scores, least_important
 
-        with progress_bar(args, f"scoring ({args.metric})") as bar:
-            scores = score_heads(model, batches, args.metric, seed=args.seed, progress=bar)
+        layers, heads = head_grid(model)
+        with progress_bar(args, f"scoring ({args.metric}{', iterative' if args.iterative else ''})") as bar:
+            if args.iterative is None:
+                scores = score_heads(model, batches, args.metric, seed=args.seed, progress=bar)
+            else:
+                until = 1.0 if args.budget is not None else (
+                    args.fraction if args.heads is None else min(1.0, args.heads / (layers * heads)))
+                scores = iterative_scores(model, batches, args.metric, step=args.iterative, until=until,
+                                          min_heads_per_layer=args.min_heads_per_layer, unit_mode=args.unit_mode,
+                                          progress=bar)
         if args.budget is not None:
             with progress_bar(args, "searching") as bar:
-                keep, info = budget_mask(model, batches, scores, max_drop=args.budget / 100,
+                keep, info = budget_mask(model, batches, scores, max_drop=args.budget / 100, greedy=args.greedy,
+                                         recover_batches=batches if args.recover else None,
                                          min_heads_per_layer=args.min_heads_per_layer, unit_mode=args.unit_mode,
                                          progress=bar)
         else:
-            layers, heads = head_grid(model)
             n = args.heads if args.heads is not None else round(args.fraction * layers * heads)
             keep = least_important(scores, n, model=model, min_heads_per_layer=args.min_heads_per_layer,
                                    unit_mode=args.unit_mode)
-    pruned = prune(model, keep)
+    gates = info.get("gates")
+    if args.recover and gates is None and not bool(keep.all()):
+        with progress_bar(args, "least-squares recovery") as bar:
+            gates = lsq_gates(model, keep, batches, progress=bar)
+    pruned = prune(bake_gates(model, gates) if gates is not None else model, keep)
     how = {"mask": args.mask, "metric": None if args.mask else args.metric, "fraction": args.fraction,
-           "heads": args.heads, "budget_points": args.budget, "data": args.data, "split": args.split}
+           "heads": args.heads, "budget_points": args.budget, "iterative_step": args.iterative,
+           "recovered": gates is not None, "data": args.data, "split": args.split}
     meta = {"source_model": loaded.model_id, "pruned_by": "headprune prune", **how}
     save_pruned(pruned, args.out, loaded.tokenizer, meta={**meta, "mask": mask_to_dict(keep, model, model_id=loaded.model_id)})
     if args.mask_out:
@@ -311,7 +338,7 @@ def run_prune(args: argparse.Namespace) -> dict:
     return {"command": "prune", "model": loaded.model_id, "out": args.out, "heads_kept": int(keep.sum()),
             "heads_total": int(keep.numel()), "parameters_before": parameter_count(model),
             "parameters_after": parameter_count(pruned), **how,
-            "search": {k: v for k, v in info.items() if not hasattr(v, "shape")}}
+            "search": {k: v for k, v in info.items() if k != "gates"}}
 
 
 def render_prune(result: dict) -> str:

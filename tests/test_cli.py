@@ -11,10 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from headprune.batches import make_batches
 from headprune.cli import main
-from headprune.mask import write_mask
+from headprune.data import load_data
+from headprune.evaluate import evaluate
+from headprune.mask import gated, read_mask, write_mask
 from headprune.models import load_model
 from headprune.prune import kept_mask, load_pruned
+from headprune.recover import lsq_gates
 from tiny_text import bert_tokenizer, save, tiny_bert
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,6 +79,25 @@ def test_prune_by_fraction_and_by_mask(workload, capsys, tmp_path):
     assert json.loads(out.out)["heads_kept"] == 2  # a budget of 100 points allows everything but 1 head per layer
 
 
+
+def test_prune_iterative_recovered_budget_saves_the_recovered_model(workload, capsys, tmp_path):
+    folder, csv, _ = workload
+    code, out = run(capsys, ["prune", "--model", str(folder), "--data", str(csv), "--budget", "100", "--iterative",
+                             "0.25", "--recover", "--out", str(tmp_path / "r"), "--mask-out", str(tmp_path / "r.json"),
+                             "--json", "-q"])
+    assert code == 0, out.err
+    result = json.loads(out.out)
+    assert result["heads_kept"] == 2 and result["recovered"] and result["iterative_step"] == 0.25
+    loaded = load_model(str(folder))
+    keep = read_mask(tmp_path / "r.json", loaded.model)
+    df = load_data(str(csv), split="validation", label2id=loaded.label2id)
+    batches = make_batches(loaded.tokenizer, df, "classification", batch_size=32, max_length=128)
+    gates = lsq_gates(loaded.model, keep, batches)
+    with gated(loaded.model, gates):
+        expected = evaluate(loaded.model, batches)["loss"]
+    assert evaluate(load_pruned(tmp_path / "r"), batches)["loss"] == pytest.approx(expected, rel=1e-4)
+
+
 def test_finetune_writes_a_loadable_model_and_resumes(workload, capsys, tmp_path):
     folder, csv, mask = workload
     argv = ["finetune", "--model", str(folder), "--data", str(csv), "--mask", str(mask), "--out", str(tmp_path / "ft"),
@@ -122,6 +145,8 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(workload, tmp_path):
     (["finetune", "--out", "x", "--mask", "{mask}", "--alpha", "2"], "alpha"),
     (["prune", "--out", "x"], "exactly one of --mask, --fraction"),
     (["prune", "--out", "x", "--fraction", "1.5"], "--fraction must lie in"),
+    (["prune", "--out", "x", "--fraction", "0.5", "--greedy"], "--greedy refines a --budget"),
+    (["prune", "--out", "x", "--fraction", "0.5", "--iterative", "0"], "--iterative is the fraction"),
     (["score", "--metric", "nonsense"], "unknown metric"),
     (["curves", "--stop-below", "1.5"], "--stop-below is a fraction"),
     (["bench", "no-such-bench"], "no benchmark 'no-such-bench'"),
