@@ -218,6 +218,9 @@ with auto:
                 ui.error("Could not prune by importance", exc)
 with budget:
     st.markdown("**Auto-mask within an accuracy budget**")
+    st.caption(f"Binary search over the heads in order of the selected metric, judged on the live set "
+               f"({len(w.df)} examples). A small set is noisy: check the mask on held-out data (CLI: "
+               "`headprune prune --budget`, `headprune eval --mask`).")
     drop = st.slider("largest accuracy drop (points)", 0.0, 20.0, 1.0, 0.5, key="budget_drop")
     if st.button("Find the smallest model within budget"):
         try:

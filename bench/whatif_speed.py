@@ -2,7 +2,7 @@
 re-evaluation, the `gradient` one-shot curve vs a random baseline, the validation budget search judged on
 the full test split (before / after least-squares recovery), and the physical-pruning speedup of its mask.
 
-    python bench/whatif_speed.py [--out FILE] [--val 512] [--rounds 2] [--wait 3600]
+    python bench/whatif_speed.py [--out FILE] [--val 512] [--curve-val 1024] [--budget-val N] [--parts ...]
 
 Waits (up to --wait seconds) for the preset to be built by someone else rather than building it here.
 """
@@ -31,7 +31,7 @@ from headprune.live import LiveEvaluator  # noqa: E402
 from headprune.mask import gated  # noqa: E402
 from headprune.recover import lsq_gates, reconstruction_error  # noqa: E402
 from headprune.score import score_heads  # noqa: E402
-from headprune.search import budget_mask, prune_curve, random_baseline  # noqa: E402
+from headprune.search import budget_mask, iterative_scores, prune_curve, random_baseline  # noqa: E402
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
@@ -97,8 +97,22 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, default=5, help="random-baseline seeds")
     parser.add_argument("--parts", default="toggles,curves,budget",
                         help="comma-separated parts to run (toggles, curves, budget); the JSON is rewritten after each")
-    parser.add_argument("--no-greedy", action="store_true",
-                        help="budget: binary search only (the greedy refinement can overfit a small validation set)")
+    parser.add_argument("--curve-val", type=int, default=1024,
+                        help="curves: validation tweets evaluated (scored on as many training tweets)")
+    parser.add_argument("--budget-val", type=int, default=None,
+                        help="budget: validation tweets the search checks (default: the full split)")
+    parser.add_argument("--calib", type=int, default=512,
+                        help="budget: training tweets that rank the heads and calibrate least squares")
+    parser.add_argument("--order-metric", default="ablation", help="budget: metric that ranks the heads")
+    parser.add_argument("--order", default="iterative", choices=["one-shot", "iterative"],
+                        help="budget: rank heads once, or iteratively (re-scored under the mask)")
+    parser.add_argument("--step", type=float, default=4 / 72, help="budget: iterative step (fraction of heads)")
+    parser.add_argument("--until", type=float, default=0.6,
+                        help="budget: iterative ranking stops after this fraction (the rest keep their last order)")
+    parser.add_argument("--no-recover", action="store_true",
+                        help="budget: judge candidates as masked, without least-squares recovery inside the search")
+    parser.add_argument("--greedy", action="store_true",
+                        help="budget: greedy refinement after the binary search (overfits a small validation set)")
     parser.add_argument("--merge", action="store_true", help="update the JSON at --out instead of replacing it")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -118,17 +132,17 @@ def main(argv=None) -> dict:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out, json.dumps(out, indent=2, default=float) + "\n")
 
-    live = LiveEvaluator(model, val)
-    out["cache_bytes"] = live.cache_bytes
     if "toggles" in parts:
+        live = LiveEvaluator(model, val)
+        out["cache_bytes"] = live.cache_bytes
         toggle_part(model, live, val, args, out)
+        del live
         save()
-    grad = score_heads(model, val, "gradient")
     if "curves" in parts:
-        curve_part(model, live, val, grad, args, out)
+        curve_part(model, tok, args, out)
         save()
     if "budget" in parts:
-        budget_part(model, live, val, test, grad, args, out)
+        budget_part(model, tok, test, args, out)
         save()
     print(f"wrote {args.out}")
     return out
@@ -147,42 +161,72 @@ def toggle_part(model, live, val, args, out):
     out["taylor_first_s"] = time.perf_counter() - start
 
 
-def curve_part(model, live, val, grad, args, out):
-    curve = prune_curve(model, val, "gradient", FRACTIONS, scores=grad, evaluator=live)
-    base = random_baseline(model, val, FRACTIONS, seeds=tuple(range(args.seeds)), evaluator=live)
+def curve_part(model, tok, args, out):
+    """`gradient` one-shot (scored on training tweets) vs random orders, both evaluated on validation tweets."""
+    curve_val = make_batches(tok, load_tweets("validation", limit=args.curve_val, seed=0), "classification",
+                             batch_size=args.batch_size, max_length=128)
+    calib = make_batches(tok, load_tweets("train", limit=args.curve_val, seed=0), "classification",
+                         batch_size=args.batch_size, max_length=128)
+    live = LiveEvaluator(model, curve_val, max_cache_bytes=4 << 30)
+    grad = score_heads(model, calib, "gradient")
+    curve = prune_curve(model, curve_val, "gradient", FRACTIONS, scores=grad, evaluator=live)
+    base = random_baseline(model, curve_val, FRACTIONS, seeds=tuple(range(args.seeds)), evaluator=live)
     merged = curve.merge(base, on="fraction")
     merged["gradient_ge_random_mean"] = merged["accuracy"] >= merged["mean"]
     out["curve"] = merged.to_dict(orient="records")
-    print(f"dense validation accuracy {live.dense['accuracy']:.4f}")
+    out["curve_val_examples"] = sum(len(b["labels"]) for b in curve_val)
+    out["curve_dense_val_acc"] = live.dense["accuracy"]
+    print(f"curves on {out['curve_val_examples']} validation tweets; dense accuracy {live.dense['accuracy']:.4f}")
     print(merged[["fraction", "heads_kept", "accuracy", "mean", "low", "high"]].rename(
         columns={"accuracy": "gradient", "mean": "random_mean", "low": "random_min", "high": "random_max"}).to_string(index=False))
 
 
-
-def budget_part(model, live, val, test, grad, args, out):
+def budget_part(model, tok, test, args, out):
+    """Rank heads on training tweets (`--order`), binary-search the budget on validation (each candidate
+    after least-squares recovery unless --no-recover), judge on the full test split before/after recovery."""
+    budget_val = make_batches(tok, load_tweets("validation", limit=args.budget_val, seed=0), "classification",
+                              batch_size=args.batch_size, max_length=128)
+    calib = make_batches(tok, load_tweets("train", limit=args.calib, seed=0), "classification",
+                         batch_size=args.batch_size, max_length=128)
+    lsq_calib = calib[: max(1, 512 // args.batch_size)]  # least squares: 512 tweets are plenty for ≤ 12 scales a layer
+    start = time.perf_counter()  # (score_heads' disk cache makes a repeated run with the same calibration quick)
+    scores = (score_heads(model, calib, args.order_metric) if args.order == "one-shot" else
+              iterative_scores(model, calib, args.order_metric, step=args.step, until=args.until,
+                               progress=lambda f, msg: print(f"  [{time.perf_counter() - start:6.0f} s] {msg}", flush=True)))
+    out["budget_rank_seconds"] = time.perf_counter() - start
     start = time.perf_counter()
-    keep, info = budget_mask(model, val, grad, max_drop=args.max_drop, greedy=not args.no_greedy, evaluator=live)
+    keep, info = budget_mask(model, budget_val, scores, max_drop=args.max_drop, greedy=args.greedy,
+                             recover_batches=None if args.no_recover else lsq_calib,
+                             progress=lambda f, msg: print(f"  [{time.perf_counter() - start:6.0f} s] {msg}", flush=True))
     out["budget_seconds"] = time.perf_counter() - start
+    gates = info.pop("gates")
+    if gates is None:
+        start = time.perf_counter()
+        gates = lsq_gates(model, keep, lsq_calib)
+        out["lsq_seconds"] = time.perf_counter() - start
     dense_test = evaluate(model, test)["accuracy"]
     masked_test = evaluate(model, test, keep)["accuracy"]
-    start = time.perf_counter()
-    gates = lsq_gates(model, keep, val)
-    out["lsq_seconds"] = time.perf_counter() - start
+    masked_val = evaluate(model, budget_val, keep)["accuracy"]
     with gated(model, gates):
         lsq_test = evaluate(model, test)["accuracy"]
-        lsq_val = evaluate(model, val)["accuracy"]
-    err_before = reconstruction_error(model, keep.float(), val)
-    err_after = reconstruction_error(model, gates, val)
-    out.update({"budget_info": info, "budget_heads_removed_frac": info["fraction_removed"],
+        lsq_val = evaluate(model, budget_val)["accuracy"]
+    err_before = reconstruction_error(model, keep.float(), lsq_calib)
+    err_after = reconstruction_error(model, gates, lsq_calib)
+    out.update({"budget_info": info, "budget_val_examples": sum(len(b["labels"]) for b in budget_val),
+                "budget_order": f"{args.order} {args.order_metric}", "budget_recover_in_search": not args.no_recover,
+                "budget_heads_removed_frac": info["fraction_removed"],
                 "budget_heads_per_layer": keep.sum(-1).tolist(), "budget_mask": keep.int().tolist(),
-                "dense_test_acc": dense_test, "budget_test_acc": masked_test,
-                "budget_test_acc_drop": dense_test - masked_test, "lsq_val_acc": lsq_val, "lsq_test_acc": lsq_test,
-                "budget_test_acc_drop_lsq": dense_test - lsq_test,
+                "budget_gates": gates.tolist(), "dense_test_acc": dense_test, "budget_val_acc_masked": masked_val,
+                "budget_test_acc": masked_test, "budget_test_acc_drop": dense_test - masked_test,
+                "lsq_val_acc": lsq_val, "lsq_test_acc": lsq_test, "budget_test_acc_drop_lsq": dense_test - lsq_test,
                 "reconstruction_error_before": err_before.tolist(), "reconstruction_error_after": err_after.tolist()})
-    print(f"budget (val drop ≤ {args.max_drop}): {info['heads_removed']} heads removed ({info['fraction_removed']:.1%}), "
-          f"{info['steps']} evaluations in {out['budget_seconds']:.1f} s; val {info['val']:.4f} vs dense {info['dense']:.4f}")
-    print(f"  test: dense {dense_test:.4f}, masked {masked_test:.4f} (drop {dense_test - masked_test:+.4f}), "
-          f"+ least squares {lsq_test:.4f} (drop {dense_test - lsq_test:+.4f}); val with lsq {lsq_val:.4f}")
+    print(f"budget (val drop ≤ {args.max_drop}, {out['budget_val_examples']} validation tweets, {args.order} {args.order_metric} "
+          f"order, {'masked' if args.no_recover else 'least-squares recovered'} candidates): {info['heads_removed']} "
+          f"heads removed ({info['fraction_removed']:.1%}), {info['steps']} evaluations in {out['budget_seconds']:.0f} s "
+          f"(+{out['budget_rank_seconds']:.0f} s ranking); val {info['val']:.4f} vs dense {info['dense']:.4f}")
+    print(f"  test: dense {dense_test:.4f}, masked {masked_test:.4f} (drop {100 * (dense_test - masked_test):+.2f} pts), "
+          f"+ least squares {lsq_test:.4f} (drop {100 * (dense_test - lsq_test):+.2f} pts); "
+          f"val masked {masked_val:.4f}, with least squares {lsq_val:.4f}")
     print("  reconstruction error per layer before → after: " + ", ".join(
         f"{b:.3f}→{a:.3f}" for b, a in zip(err_before.tolist(), err_after.tolist())))
     speed = measure(model, keep, batch_size=8, seq_len=128, repeats=20, warmup=3, threads=args.threads)

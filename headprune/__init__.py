@@ -26,6 +26,8 @@ _LAZY = {
     "flops_per_token": "cost",
     "least_important": "search",
     "budget_mask": "search",
+    "iterative_scores": "search",
+    "target_mask": "search",
     "prune_curve": "search",
     "random_baseline": "search",
     "lsq_gates": "recover",

@@ -114,7 +114,18 @@ def iterative_scores(model, batches, metric: str, *, step: float = 0.1, until: f
     target, amount = round(until * total), max(1, round(step * total))
     keep = torch.ones(layers, heads, dtype=torch.bool)
     sequence: list[tuple[int, int]] = []
-    current = score_heads(model, batches, metric, keep=keep)
+    rounds = max(1, -(-target // amount))  # score_heads calls when the guardrails never interfere
+
+    def rescore() -> torch.Tensor:
+        done = len(sequence)
+
+        def within(fraction: float, message: str) -> None:  # this round's share of the whole
+            if progress is not None:
+                progress(min(1.0, (min(done // amount, rounds - 1) + fraction) / rounds),
+                         f"iterative {metric}, {done}/{target} heads removed: {message}")
+        return score_heads(model, batches, metric, keep=keep, progress=within)
+
+    current = rescore()
     while len(sequence) < target:
         smaller = least_important(current, min(amount, target - len(sequence)), model=model,
                                   min_heads_per_layer=min_heads_per_layer, unit_mode=unit_mode, keep=keep)
@@ -122,9 +133,10 @@ def iterative_scores(model, batches, metric: str, *, step: float = 0.1, until: f
             break
         sequence += [(l, h) for l, h in _order(current) if keep[l, h] and not smaller[l, h]]
         keep = smaller
-        if progress is not None:
-            progress(min(1.0, len(sequence) / max(1, target)), f"iterative {metric}: {len(sequence)}/{target} heads removed")
-        current = score_heads(model, batches, metric, keep=keep) if len(sequence) < target else current
+        if len(sequence) < target:
+            current = rescore()
+    if progress is not None:
+        progress(1.0, f"iterative {metric}: {len(sequence)} heads ranked by removal")
     ranks = torch.empty(layers, heads)
     for rank, (layer, head) in enumerate(sequence + [(l, h) for l, h in _order(current) if keep[l, h]]):
         ranks[layer, head] = rank
@@ -154,11 +166,16 @@ def prune_curve(model, batches, metric: str, fractions: Sequence[float], *, mode
     evaluator = _evaluator(model, batches, evaluator)
     layers, heads = arch.head_grid(model)
     total = layers * heads
+    ranking = 0.5 if mode == "iterative" or scores is None else 0.0  # share of the progress bar for ranking
+
+    def ranked(fraction: float, message: str) -> None:
+        if progress is not None:
+            progress(ranking * fraction, message)
     if mode == "iterative":
         scores = iterative_scores(model, batches, metric, step=step, until=max(fractions, default=0.0),
-                                  min_heads_per_layer=min_heads_per_layer)
+                                  min_heads_per_layer=min_heads_per_layer, progress=ranked)
     elif scores is None:
-        scores = score_heads(model, batches, metric)
+        scores = score_heads(model, batches, metric, progress=ranked)
     rows = []
     for i, fraction in enumerate(fractions):
         keep = least_important(scores, round(fraction * total), model=model, min_heads_per_layer=min_heads_per_layer)
@@ -166,7 +183,7 @@ def prune_curve(model, batches, metric: str, fractions: Sequence[float], *, mode
         rows.append({"metric": metric, "mode": mode, "fraction": fraction, "accuracy": result["accuracy"],
                      "loss": result["loss"], "heads_kept": int(keep.sum())})
         if progress is not None:
-            progress((i + 1) / len(fractions), f"{metric} {mode}: {fraction:.0%} removed")
+            progress(ranking + (1 - ranking) * (i + 1) / len(fractions), f"{metric} {mode}: {fraction:.0%} removed")
         if stop_below is not None and result["accuracy"] < stop_below * evaluator.dense["accuracy"]:
             break
     return pd.DataFrame(rows, columns=["metric", "mode", "fraction", "accuracy", "loss", "heads_kept"])

@@ -100,7 +100,10 @@ def test_curves_columns_and_fractions():
     assert one_shot["fraction"].is_monotonic_increasing and one_shot["heads_kept"].is_monotonic_decreasing
     assert one_shot["heads_kept"].tolist() == [12, 9, 6]
     assert one_shot["loss"].iloc[0] == pytest.approx(live.dense["loss"])
-    iterative = prune_curve(model, batches, "magnitude", [0.25, 0.5], mode="iterative", step=0.1, evaluator=live)
+    seen = []
+    iterative = prune_curve(model, batches, "magnitude", [0.25, 0.5], mode="iterative", step=0.1, evaluator=live,
+                            progress=lambda f, m: seen.append(f))
+    assert seen == sorted(seen) and seen[-1] == 1.0
     assert iterative["heads_kept"].tolist() == [9, 6] and set(iterative["mode"]) == {"iterative"}
     baseline = random_baseline(model, batches, [0.5, 0.25], seeds=(0, 1, 2), evaluator=live)
     assert list(baseline.columns) == ["fraction", "mean", "low", "high"]
@@ -113,7 +116,9 @@ def test_curves_columns_and_fractions():
 def test_iterative_scores_follow_rescoring_rounds():
     model = tiny_model("bert")  # 3 x 4 heads; step 0.25 removes 3 heads a round
     batches = [tiny_batch(model, seed=s) for s in range(2)]
-    ranks = iterative_scores(model, batches, "gradient", step=0.25, until=0.5)
+    seen = []
+    ranks = iterative_scores(model, batches, "gradient", step=0.25, until=0.5, progress=lambda f, m: seen.append(f))
+    assert seen == sorted(seen) and 0 <= seen[0] and seen[-1] == 1.0  # one bar over all rounds
     keep = torch.ones(arch.head_grid(model), dtype=torch.bool)
     for _ in range(2):  # the loop by hand: score under the mask, drop the 3 lowest
         keep = least_important(score_heads(model, batches, "gradient", keep=keep), 3, model=model, keep=keep)
