@@ -5,13 +5,14 @@
 >= l; the metrics use `headprune.evaluate.batch_metrics/accumulate/finalise`, so they equal a full
 `evaluate(model, batches, keep)` to float tolerance.
 
-Two further exact savings for BERT-like classifiers (bert, roberta, electra; the dashboard's default):
-* within layer l the attention core (q/k/v projections, scores, softmax, weighted values) does not change,
-  because its input did not: only the gates in front of the output projection did. The per-head context
-  vectors (the output projection's input) are cached per layer and reused;
+Within layer l the attention core (q/k/v projections, scores, softmax, weighted values) does not change,
+because its input did not: only the gates in front of the output projection did. The cache keeps each
+layer's per-head context vectors (the output projection's input) and replays them (`PrefixCache` with
+`contexts=True`, every family). BERT-like classifiers (bert, roberta, electra; the dashboard's default) run
+the layers >= l themselves (`_BertTail`) for two further exact savings:
+* the output projection and the feed-forward block run on the real tokens only, packed (no padding);
 * the classifier reads only position 0 ([CLS]) of the last layer, so the last layer computes queries, the
   output projection and the feed-forward block at position 0 only (keys and values still at every position).
-Other families use the plain prefix cache through the model's own forward.
 
 The estimate is first-order (Molchanov et al. 2017; Michel et al. 2019 use the same gate gradient):
 Δloss ≈ Σ_h g_h (ξ_new,h − ξ_ref,h) with g = dL/dξ at the reference mask, from one backward pass.
@@ -45,7 +46,8 @@ class _BertTail:
     """Runs layers >= start of a BERT-like classifier from cached tensors, with the same modules (so the gate
     hooks of `masked` apply) and `scaled_dot_product_attention`. The output projection and the feed-forward
     block run on the non-padding tokens only, packed (N, d): padding keys are masked out, so padding never
-    reaches a real token, and the classifier reads position 0 only."""
+    reaches a real token, and the classifier reads position 0 only. Context vectors go to and come from the
+    `PrefixCache` (padded (B, T, H*dh), written at the real tokens)."""
 
     def __init__(self, model):
         self.model = model
@@ -99,11 +101,8 @@ class LiveEvaluator:
         model.eval()
         fast = _fast_path_ok(model) and all(bool(_real_tokens(b)[:, 0].all()) for b in self.batches)
         self._tail = _BertTail(model) if fast else None
-        # the fast path also caches each layer's context vectors (about as large as the layer inputs)
-        share = 2 if self._tail is not None else 1
         start = time.perf_counter()
-        self.cache = PrefixCache(model, self.batches, None, max_bytes=max_cache_bytes // share)
-        self._contexts: list[dict[int, torch.Tensor]] = [{} for _ in self.batches]
+        self.cache = PrefixCache(model, self.batches, None, max_bytes=max_cache_bytes, contexts=True)
         self.dense = self._metrics(self.cache.logits)
         self.dense["seconds"] = time.perf_counter() - start
         self._gradients: dict[str, tuple[torch.Tensor, torch.Tensor, float]] = {}  # around -> (mask, g, loss)
@@ -123,8 +122,7 @@ class LiveEvaluator:
     @property
     def cache_bytes(self) -> int:
         """Bytes of cached activations held now."""
-        contexts = sum(t.numel() * t.element_size() for per in self._contexts for t in per.values())
-        return self.cache.nbytes + contexts
+        return self.cache.nbytes
 
     # ------------------------------------------------------------------------------------ evaluation
     def _metrics(self, logits: list[torch.Tensor]) -> dict:
@@ -141,7 +139,7 @@ class LiveEvaluator:
         start = self.cache.lowest_changed_layer(keep)
         if start is None:
             logits = self.cache.logits
-        elif self._tail is None or not self.cache.enabled:
+        elif self._tail is None or not self.cache.contexts_enabled:
             logits = self.cache.advance(keep, start, progress=progress)
         else:
             logits = self._advance_tail(keep, start, progress)
@@ -157,20 +155,26 @@ class LiveEvaluator:
         logits = []
         with masked(self.model, keep):
             for index, batch in enumerate(self.batches):
-                inputs, contexts = self.cache.inputs[index], self._contexts[index]
+                inputs, contexts = self.cache.inputs[index], self.cache.contexts[index]
                 tokens = _real_tokens(batch)  # (B, T)
                 hidden = inputs[start][tokens]  # (N, d) packed real tokens
                 for layer in range(start, last + 1):
-                    if layer > start:  # the new reference's input of this layer (padding keeps stale values,
-                        inputs[layer][tokens] = hidden  # which never reach a real token)
+                    if layer > start:  # the new reference's input and contexts of this layer (padding keeps
+                        inputs[layer][tokens] = hidden  # stale values, which never reach a real token)
                     if layer == last:
-                        context = tail.context(layer, inputs[layer], tokens, first_only=True)  # (B, 1, H*dh)
+                        if layer > start or contexts[layer] is None:
+                            contexts[layer] = None  # only position 0 is computed below: nothing to keep
+                            context = tail.context(layer, inputs[layer], tokens, first_only=True)  # (B, 1, H*dh)
+                        else:
+                            context = contexts[layer][:, :1]
                         hidden = tail.finish(layer, inputs[layer][:, :1], context)  # (B, 1, d)
                         break
-                    context = contexts.get(layer) if layer == start else None
-                    if context is None:
-                        context = contexts[layer] = tail.context(layer, inputs[layer], tokens)  # (N, H*dh)
-                    hidden = tail.finish(layer, hidden, context)
+                    if layer > start or contexts[layer] is None:
+                        packed = tail.context(layer, inputs[layer], tokens)  # (N, H*dh)
+                        if contexts[layer] is None:
+                            contexts[layer] = packed.new_zeros(*tokens.shape, packed.shape[-1])
+                        contexts[layer][tokens] = packed
+                    hidden = tail.finish(layer, hidden, contexts[layer][tokens])
                 logits.append(tail.logits(hidden))
                 if progress is not None:
                     progress((index + 1) / len(self.batches), f"batch {index + 1}/{len(self.batches)}")

@@ -5,9 +5,15 @@ reference mask, any mask that agrees with the reference below layer l needs only
 embeddings and the task head, which the model's own forward still runs). One mechanism serves leave-one-out
 ablation scores and the live what-if evaluator.
 
+Within layer l itself the attention core (query/key/value projections, scores, softmax, weighted values)
+does not change either, because its input did not: only the head gates in front of the output projection
+did. With `contexts=True` the cache also keeps each layer's output-projection input (the per-head context
+vectors, before the gates) and replays it at layer l (`replay_attention`) instead of recomputing it.
+
 How: each transformer block gets (once) a forward wrapper that consults a `ContextVar` plan keyed by the
 block module: skip (return the input unchanged, no compute), replace its input with a cached tensor, and/or
-record its input. Without a plan the block runs as usual, so other threads and callers are unaffected.
+record its input. Attention modules get the same kind of wrapper for the replay. Without a plan the modules
+run as usual, so other threads and callers are unaffected.
 """
 from __future__ import annotations
 
@@ -84,6 +90,67 @@ def layer_plan(model: nn.Module, start: int = 0, start_input: torch.Tensor | Non
         _PLAN.reset(token)
 
 
+_CAPTURE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("headprune_out_capture", default=None)
+_REPLAY: contextvars.ContextVar[dict] = contextvars.ContextVar("headprune_attention_replay", default={})
+
+
+def _capture_hook(module, args):
+    target = _CAPTURE.get()
+    if target is not None and module in target:
+        target[module].append(args[0].detach())
+    return None
+
+
+@contextlib.contextmanager
+def capture_out_inputs(model: nn.Module) -> Iterator[list[list[torch.Tensor]]]:
+    """Within the block, each call of layer l's output projection appends its input (B, T, H_present*dh),
+    *before* the head gates (the per-head context vectors), to `captured[l]` (the yielded list). One forward
+    pre-hook per projection, run ahead of the gate hook and removed in `finally`; calls from other threads
+    are not recorded."""
+    projections = arch.out_projections(model)
+    captured: list[list[torch.Tensor]] = [[] for _ in projections]
+    handles = [proj.register_forward_pre_hook(_capture_hook, prepend=True) for proj in projections]
+    token = _CAPTURE.set({proj: captured[layer] for layer, proj in enumerate(projections)})
+    try:
+        yield captured
+    finally:
+        _CAPTURE.reset(token)
+        for handle in handles:
+            handle.remove()
+
+
+def _replay_forward(self, *args, **kwargs):
+    """Attention forward that returns the replayed output when the current context asks for it."""
+    cached = _REPLAY.get().get(self)
+    if cached is None:
+        return type(self).forward(self, *args, **kwargs)
+    out_input, proj = cached
+    return (out_input if proj is None else proj(out_input)), None
+
+
+@contextlib.contextmanager
+def replay_attention(model: nn.Module, layer: int, out_input: torch.Tensor) -> Iterator[None]:
+    """Within the block, layer `layer`'s attention module skips its query/key/value projections and
+    attention and returns what it would from `out_input`, the captured (ungated) input of its output
+    projection (B, T, H_present*dh): the attention probabilities depend only on the layer's input, which a
+    change of this layer's (or later layers') head gates does not touch. The gate hook still applies, so the
+    result is exact (eval mode: attention dropout off). Only this thread (context) is affected.
+    """
+    module = arch.attention_modules(model)[layer]
+    current = module.__dict__.get("forward")
+    if current is None:  # wrap once; the wrapper falls through to the class forward without a replay
+        module.forward = types.MethodType(_replay_forward, module)
+    elif not (isinstance(current, types.MethodType) and current.__func__ is _replay_forward):
+        yield  # a module with its own forward (a layer pruned to no heads): nothing to replay
+        return
+    proj = arch.out_projections(model)[layer] if arch.adapter_for(model).o_inside_attention else None
+    token = _REPLAY.set({**_REPLAY.get(), module: (out_input, proj)})
+    try:
+        yield
+    finally:
+        _REPLAY.reset(token)
+
+
 def _model_inputs(batch: dict) -> dict:
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     return inputs
@@ -96,28 +163,35 @@ def forward_logits(model: nn.Module, batch: dict, **kwargs) -> torch.Tensor:
 
 
 class PrefixCache:
-    """Every layer's input hidden states, per batch, under a reference keep mask.
+    """Every layer's input hidden states, per batch, under a reference keep mask; with `contexts=True` also
+    every layer's output-projection input (`capture_out_inputs`), replayed at the first re-run layer.
 
-    `max_bytes` bounds the memory; when the cache would not fit, `enabled` is False and every call falls
-    back to a full forward pass (same results, no savings). `nbytes` reports what is held.
+    `max_bytes` bounds the memory: contexts are dropped first (`contexts_enabled` False), then the inputs
+    (`enabled` False: every call falls back to a full forward pass, same results, no savings). `nbytes`
+    reports what is held.
     """
 
-    def __init__(self, model: nn.Module, batches: list[dict], keep=None, *, max_bytes: int = 2 << 30):
+    def __init__(self, model: nn.Module, batches: list[dict], keep=None, *, max_bytes: int = 2 << 30,
+                 contexts: bool = False):
         self.model, self.batches = model, batches
         self.num_layers = arch.num_layers(model)
         hidden = model.config.hidden_size
         itemsize = next(model.parameters()).element_size()
         estimate = sum(b["input_ids"].numel() for b in batches) * hidden * itemsize * self.num_layers
         self.enabled = estimate <= max_bytes
-        self.estimated_bytes = estimate
+        self.contexts_enabled = contexts and 2 * estimate <= max_bytes
+        self.estimated_bytes = estimate * (2 if self.contexts_enabled else 1)
         self.keep = arch.to_keep_tensor(keep, model).clone()
         self.inputs: list[list[torch.Tensor]] = [[] for _ in batches]
+        self.contexts: list[list[torch.Tensor | None]] = [[None] * self.num_layers for _ in batches]
         self.logits: list[torch.Tensor] = self.advance(self.keep, 0)
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by cached hidden states (0 when disabled)."""
-        return sum(t.numel() * t.element_size() for per_batch in self.inputs for t in per_batch)
+        """Bytes held by cached hidden states and contexts (0 when disabled)."""
+        held = [t for per_batch in self.inputs for t in per_batch]
+        held += [t for per_batch in self.contexts for t in per_batch if t is not None]
+        return sum(t.numel() * t.element_size() for t in held)
 
     def lowest_changed_layer(self, keep) -> int | None:
         """The lowest layer where `keep` differs from the cached reference mask (None: identical)."""
@@ -125,20 +199,32 @@ class PrefixCache:
         rows = (keep != self.keep).any(-1).nonzero()
         return int(rows[0]) if len(rows) else None
 
+    def _from_layer(self, index: int, start: int, record: list | None = None) -> contextlib.ExitStack:
+        """Context for running batch `index` from layer `start`: skip the layers below, feed the cached
+        input, replay the cached attention core of `start` when held, and append the inputs of layers
+        >= start to `record`."""
+        stack = contextlib.ExitStack()
+        start_input = self.inputs[index][start] if start > 0 else None
+        stack.enter_context(layer_plan(self.model, start, start_input, record))
+        context = self.contexts[index][start]
+        if context is not None:
+            stack.enter_context(replay_attention(self.model, start, context))
+        return stack
+
     @torch.inference_mode()
     def logits_for(self, index: int, keep, start: int) -> torch.Tensor:
         """Logits of batch `index` under `keep`, which must equal the reference mask below layer `start`."""
         batch = self.batches[index]
         with masked(self.model, keep):
-            if not self.enabled or start == 0:
+            if not self.enabled:
                 return forward_logits(self.model, batch)
-            with layer_plan(self.model, start, self.inputs[index][start]):
+            with self._from_layer(index, start):
                 return forward_logits(self.model, batch)
 
     @torch.inference_mode()
     def advance(self, keep, start: int | None = None, progress=None) -> list[torch.Tensor]:
         """Make `keep` the reference mask: re-run every batch from `start` (default: the lowest changed
-        layer), refresh the cached inputs above it, and return the logits per batch."""
+        layer), refresh the cached inputs (and contexts) above it, and return the logits per batch."""
         keep = arch.to_keep_tensor(keep, self.model).clone()
         if start is None:
             start = self.lowest_changed_layer(keep)
@@ -152,10 +238,12 @@ class PrefixCache:
                     logits.append(forward_logits(self.model, batch))
                 else:
                     record: list[torch.Tensor] = []
-                    start_input = self.inputs[index][start] if start > 0 else None
-                    with layer_plan(self.model, start, start_input, record):
+                    capture = capture_out_inputs(self.model) if self.contexts_enabled else contextlib.nullcontext()
+                    with self._from_layer(index, start, record), capture as captured:
                         logits.append(forward_logits(self.model, batch))
                     self.inputs[index] = self.inputs[index][:start] + record
+                    for layer in range(start, self.num_layers) if captured is not None else ():
+                        self.contexts[index][layer] = captured[layer][-1] if captured[layer] else None
                 if progress is not None:
                     progress((index + 1) / len(self.batches), f"batch {index + 1}/{len(self.batches)}")
         self.keep, self.logits = keep, logits

@@ -12,8 +12,6 @@ bootstrap in `headprune.agreement`. Results are cached on disk (`headprune.score
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import types
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -23,7 +21,7 @@ from . import arch, distributed
 from .attention import attention_statistics, batch_attentions, is_causal
 from .evaluate import accumulate, batch_metrics, finalise, model_device, per_example_loss, to_device
 from .mask import gated, masked
-from .prefix import PrefixCache, forward_logits
+from .prefix import PrefixCache, capture_out_inputs, forward_logits
 from .score_cache import batches_fingerprint, cache_key, load_cached, model_fingerprint, store_cached
 
 Progress = Callable[[float, str], None]
@@ -203,73 +201,11 @@ def attention_contributions(model, batches, keep=None, progress=None) -> dict[st
     return {name: Contributions(torch.cat(parts), weight) for name, parts in out.items()}
 
 
-_CAPTURE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("headprune_out_capture", default=None)
-_REPLAY: contextvars.ContextVar[dict] = contextvars.ContextVar("headprune_attention_replay", default={})
-
-
-def _capture_hook(module, args):
-    target = _CAPTURE.get()
-    if target is not None and module in target:
-        target[module].append(args[0].detach())
-    return None
-
-
-@contextlib.contextmanager
-def capture_out_inputs(model) -> Iterator[list[list[torch.Tensor]]]:
-    """Within the block, each call of layer l's output projection appends its input (B, T, H_present*dh),
-    after the head gates, to `captured[l]` (the yielded list). One forward pre-hook per projection,
-    registered after the gate hook and removed in `finally`; calls from other threads are not recorded."""
-    projections = arch.out_projections(model)
-    with masked(model, None):  # installs the gate hooks first, so the capture sees gated inputs
-        pass
-    captured: list[list[torch.Tensor]] = [[] for _ in projections]
-    handles = [proj.register_forward_pre_hook(_capture_hook) for proj in projections]
-    token = _CAPTURE.set({proj: captured[layer] for layer, proj in enumerate(projections)})
-    try:
-        yield captured
-    finally:
-        _CAPTURE.reset(token)
-        for handle in handles:
-            handle.remove()
-
-
-def _replay_forward(self, *args, **kwargs):
-    """Attention forward that returns the replayed output when the current context asks for it."""
-    cached = _REPLAY.get().get(self)
-    if cached is None:
-        return type(self).forward(self, *args, **kwargs)
-    out_input, proj = cached
-    return (out_input if proj is None else proj(out_input)), None
-
-
-@contextlib.contextmanager
-def replay_attention(model, layer: int, out_input: torch.Tensor) -> Iterator[None]:
-    """Within the block, layer `layer`'s attention module skips its query/key/value projections and
-    attention and returns what it would from `out_input`, the cached input of its output projection
-    (B, T, H_present*dh): the attention probabilities depend only on the layer's input, which a change
-    of this layer's (or later layers') head gates does not touch. The gate hook still applies, so the
-    result is exact (eval mode: attention dropout off). Only this thread (context) is affected.
-    """
-    module = arch.attention_modules(model)[layer]
-    current = module.__dict__.get("forward")
-    if current is None:  # wrap once; the wrapper falls through to the class forward without a replay
-        module.forward = types.MethodType(_replay_forward, module)
-    elif not (isinstance(current, types.MethodType) and current.__func__ is _replay_forward):
-        yield  # a module with its own forward (a layer pruned to no heads): nothing to replay
-        return
-    proj = arch.out_projections(model)[layer] if arch.adapter_for(model).o_inside_attention else None
-    token = _REPLAY.set({**_REPLAY.get(), module: (out_input, proj)})
-    try:
-        yield
-    finally:
-        _REPLAY.reset(token)
-
-
 def norm_contributions(model, batches, keep=None, progress=None) -> Contributions:
     """Kobayashi et al. 2020: per example, mean over non-pad tokens of ||sum_j alpha_ij v_j W_O,h||.
 
     The head's output sum_j alpha_ij v_j is its slice of the output projection's input, so a temporary
-    forward pre-hook (after the gate hook, removed in `finally`) captures that input x (B, T, H*dh) and
+    forward pre-hook (`prefix.capture_out_inputs`, removed in `finally`) captures that input x (B, T, H*dh) and
     ||x_h W_O,h||^2 = x_h G_h x_h^T with the Gram matrix G_h = W_O,h W_O,h^T (dh, dh).
     """
     n_layers, n_heads = arch.head_grid(model)
@@ -340,16 +276,12 @@ def _row_sums(logits: torch.Tensor, labels: torch.Tensor, task: str) -> tuple[to
             torch.tensor([p["count"] for p in parts], dtype=torch.float64))
 
 
-REPLAY_MAX_BYTES = 1 << 30  # cache output-projection inputs for the within-layer replay up to this size
-
-
 def ablation_statistic(model, batches, keep=None, progress=None, *, per_example: bool = False):
     """Exact leave-one-out loss increase per head (L, H) float64, NaN for unscored heads.
 
-    A `PrefixCache` holds every layer's input under `keep`; masking head (l, h) re-runs only layers >= l,
-    and within layer l only what follows the attention probabilities (`replay_attention`: the cached
-    output-projection input, with head h gated off). The loss arithmetic is
-    `evaluate.batch_metrics/accumulate/finalise`, so each entry equals
+    A `PrefixCache` holds every layer's input and attention-core output under `keep`; masking head (l, h)
+    re-runs only layers >= l, and within layer l only what follows the attention probabilities (the cache
+    replays them). The loss arithmetic is `evaluate.batch_metrics/accumulate/finalise`, so each entry equals
     `evaluate(model, batches, keep without h)["loss"] - evaluate(model, batches, keep)["loss"]`.
     With `per_example=True` returns `Contributions` instead (per-example loss-sum differences, weights =
     items per example), for the bootstrap.
@@ -358,19 +290,8 @@ def ablation_statistic(model, batches, keep=None, progress=None, *, per_example:
     scored = scored_heads(model, keep)
     task, device = arch.task_of(model), model_device(model)
     batches = [to_device(b, device) for b in batches]
-    itemsize = next(model.parameters()).element_size()
-    replay_bytes = sum(b["input_ids"].numel() for b in batches) * model.config.hidden_size * itemsize * len(keep)
-    capture = capture_out_inputs(model) if replay_bytes <= REPLAY_MAX_BYTES else contextlib.nullcontext(None)
     with _eval_mode(model):
-        with capture as captured:
-            cache = PrefixCache(model, batches, keep)
-        replay = captured is not None and cache.enabled and all(len(calls) == len(batches) for calls in captured)
-
-        def logits_without(index: int, without: torch.Tensor, layer: int) -> torch.Tensor:
-            context = replay_attention(model, layer, captured[layer][index]) if replay else contextlib.nullcontext()
-            with context:
-                return cache.logits_for(index, without, layer)
-
+        cache = PrefixCache(model, batches, keep, contexts=True)
         labels = [b["labels"] for b in batches]
         if per_example:
             dense = [_row_sums(logits, y, task) for logits, y in zip(cache.logits, labels)]
@@ -387,13 +308,13 @@ def ablation_statistic(model, batches, keep=None, progress=None, *, per_example:
             without = keep.clone()
             without[layer, head] = False
             if per_example:
-                rows = [_row_sums(logits_without(i, without, layer), y, task)[0] - dense[i][0]
+                rows = [_row_sums(cache.logits_for(i, without, layer), y, task)[0] - dense[i][0]
                         for i, y in enumerate(labels)]
                 values[:, layer, head] = torch.cat(rows)
             else:
                 total = None
                 for i, y in enumerate(labels):
-                    total = accumulate(total, batch_metrics(logits_without(i, without, layer), y, task))
+                    total = accumulate(total, batch_metrics(cache.logits_for(i, without, layer), y, task))
                 values[layer, head] = finalise(total)["loss"] - dense_loss
             _report(progress, 0, 1, (step + 1) / len(heads), f"ablation: head {step + 1}/{len(heads)}")
     return Contributions(values, weights) if per_example else values
