@@ -195,7 +195,7 @@ def budget_part(model, tok, test, args, out):
                                progress=lambda f, msg: print(f"  [{time.perf_counter() - start:6.0f} s] {msg}", flush=True)))
     out["budget_rank_seconds"] = time.perf_counter() - start
     start = time.perf_counter()
-    evaluator = LiveEvaluator(model, budget_val, max_cache_bytes=8 << 30)  # ~4 GB for the full split
+    evaluator = LiveEvaluator(model, budget_val, max_cache_bytes=8 << 30) if args.no_recover else None  # ~4 GB
     keep, info = budget_mask(model, budget_val, scores, max_drop=args.max_drop, greedy=args.greedy, evaluator=evaluator,
                              recover_batches=None if args.no_recover else lsq_calib,
                              progress=lambda f, msg: print(f"  [{time.perf_counter() - start:6.0f} s] {msg}", flush=True))

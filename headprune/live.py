@@ -174,7 +174,9 @@ class LiveEvaluator:
                         if contexts[layer] is None:
                             contexts[layer] = packed.new_zeros(*tokens.shape, packed.shape[-1])
                         contexts[layer][tokens] = packed
-                    hidden = tail.finish(layer, hidden, contexts[layer][tokens])
+                    else:
+                        packed = contexts[layer][tokens]
+                    hidden = tail.finish(layer, hidden, packed)
                 logits.append(tail.logits(hidden))
                 if progress is not None:
                     progress((index + 1) / len(self.batches), f"batch {index + 1}/{len(self.batches)}")

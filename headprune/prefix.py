@@ -199,17 +199,16 @@ class PrefixCache:
         rows = (keep != self.keep).any(-1).nonzero()
         return int(rows[0]) if len(rows) else None
 
-    def _from_layer(self, index: int, start: int, record: list | None = None) -> contextlib.ExitStack:
-        """Context for running batch `index` from layer `start`: skip the layers below, feed the cached
-        input, replay the cached attention core of `start` when held, and append the inputs of layers
-        >= start to `record`."""
-        stack = contextlib.ExitStack()
+    @contextlib.contextmanager
+    def _from_layer(self, index: int, start: int, record: list | None = None) -> Iterator[None]:
+        """Within the block, batch `index` runs from layer `start`: the layers below are skipped, the cached
+        input is fed, the cached attention core of `start` is replayed when held, and the inputs of layers
+        >= start are appended to `record`."""
         start_input = self.inputs[index][start] if start > 0 else None
-        stack.enter_context(layer_plan(self.model, start, start_input, record))
         context = self.contexts[index][start]
-        if context is not None:
-            stack.enter_context(replay_attention(self.model, start, context))
-        return stack
+        with layer_plan(self.model, start, start_input, record):
+            with replay_attention(self.model, start, context) if context is not None else contextlib.nullcontext():
+                yield
 
     @torch.inference_mode()
     def logits_for(self, index: int, keep, start: int) -> torch.Tensor:
@@ -242,8 +241,9 @@ class PrefixCache:
                     with self._from_layer(index, start, record), capture as captured:
                         logits.append(forward_logits(self.model, batch))
                     self.inputs[index] = self.inputs[index][:start] + record
-                    for layer in range(start, self.num_layers) if captured is not None else ():
-                        self.contexts[index][layer] = captured[layer][-1] if captured[layer] else None
+                    if captured is not None:
+                        for layer in range(start, self.num_layers):
+                            self.contexts[index][layer] = captured[layer][-1] if captured[layer] else None
                 if progress is not None:
                     progress((index + 1) / len(self.batches), f"batch {index + 1}/{len(self.batches)}")
         self.keep, self.logits = keep, logits

@@ -21,6 +21,9 @@ import pandas as pd
 import torch
 
 from . import arch
+from .evaluate import evaluate
+from .mask import gated
+from .recover import lsq_gates
 from .units import to_units
 
 Progress = Callable[[float, str], None]
@@ -225,12 +228,16 @@ def budget_mask(model, val_batches, scores: torch.Tensor, *, max_drop: float = 0
        points. Use it with thousands of validation examples.
     `recover_batches`: judge every candidate after retraining-free least-squares recovery
     (`headprune.recover.lsq_gates` calibrated on these batches, one forward pass per layer each), so the budget
-    holds for the recovered model; info["gates"] then holds its gates (L, H) (evaluate with `gated`).
+    holds for the recovered model; info["gates"] then holds its gates (L, H) (evaluate with `gated`). Each
+    candidate is then a full evaluation and `evaluator` is not used.
     The returned mask is always one that was evaluated and met the budget. info: heads_removed,
     fraction_removed, val (metric of the mask), dense, threshold, steps (evaluations), gates (or None).
     """
-    evaluator = _evaluator(model, val_batches, evaluator)
-    dense = evaluator.dense[metric_key]
+    if recover_batches is None:  # masks only: the live evaluator re-runs just the changed layers
+        evaluator = _evaluator(model, val_batches, evaluator)
+        dense = evaluator.dense[metric_key]
+    else:  # every candidate gets new gates in every layer: plain evaluations, no activation cache to build
+        dense = evaluate(model, val_batches)[metric_key]
     threshold = dense - max_drop
     grid = arch.head_grid(model)
     total = grid[0] * grid[1]
@@ -241,13 +248,9 @@ def budget_mask(model, val_batches, scores: torch.Tensor, *, max_drop: float = 0
         steps += 1
         if recover_batches is None:
             return evaluator.evaluate(keep)[metric_key], None
-        from .evaluate import evaluate
-        from .mask import gated
-        from .recover import lsq_gates
-
         gates = lsq_gates(model, keep, recover_batches)
         with gated(model, gates):
-            return evaluate(model, evaluator.batches)[metric_key], gates
+            return evaluate(model, val_batches)[metric_key], gates
 
     def mask_for(n):
         return least_important(scores, n, model=model, min_heads_per_layer=min_heads_per_layer, unit_mode=unit_mode)
