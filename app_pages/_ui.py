@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -115,6 +116,53 @@ def exact(keep_mask: torch.Tensor) -> dict:
             cache.clear()
         cache[code] = result
     return cache[code]
+
+
+RECOVERY_CALIB_EXAMPLES = 512  # training examples the least-squares recovery calibrates on (~25 s for MiniLM on 2 cores)
+RECOVERY_METHODS = {"weights": "refit the kept heads' output projection", "scales": "rescale each kept head"}
+
+
+def calibration_batches() -> tuple[list, str]:
+    """(batches, description) for least-squares recovery: training examples of the loaded data (memoised per
+    session), else the live set itself when the data has no training split."""
+    w = workload()
+    stored = st.session_state.get("calibration")
+    if stored is None or stored[0] != w.key:
+        from headprune.session import training_batches
+
+        try:
+            batches = training_batches(w, RECOVERY_CALIB_EXAMPLES)
+            count = sum(len(b["input_ids"]) for b in batches)
+            described = (f"{count} examples of the same file as the live set (a single file has no training split; "
+                         "optimistic)" if Path(w.data_spec).expanduser().is_file() else f"{count} training examples")
+        except (ValueError, OSError):
+            batches, described = w.batches, "the live set itself (this data has no training split; optimistic)"
+        stored = (w.key, batches, described)
+        st.session_state["calibration"] = stored
+    return stored[1], stored[2]
+
+
+def recover_mask(keep_mask: torch.Tensor, method: str) -> dict:
+    """Least-squares recovery of `keep_mask` and its metrics on the live set, kept in the session (one at a
+    time) so the export page can include it: {mask, method, recovery, result, calibrated_on}."""
+    from headprune.evaluate import evaluate
+    from headprune.recover import lsq_recover
+
+    w = workload()
+    batches, described = calibration_batches()
+    recovery = lsq_recover(w.model, keep_mask, batches, method=method)
+    with recovery.applied(w.model):
+        result = evaluate(w.model, w.batches, task=w.loaded.task)
+    record = {"mask": f"{w.key}|{encode_mask(keep_mask)}", "method": method, "recovery": recovery, "result": result,
+              "calibrated_on": described}
+    st.session_state["recovered"] = record
+    return record
+
+
+def recovered_for(keep_mask: torch.Tensor) -> dict | None:
+    """The session's recovery record when it belongs to `keep_mask` on this workload, else None."""
+    record = st.session_state.get("recovered")
+    return record if record and record["mask"] == f"{workload().key}|{encode_mask(keep_mask)}" else None
 
 
 def quality_key(result: dict) -> tuple[str, str]:

@@ -86,11 +86,18 @@ st.caption("Heads are physically removed (smaller weights, faster); the folder r
            "It is checked by reloading it and comparing its outputs with the masked model.")
 default = str(Path.home() / "headprune-exports" / f"{name}-{kept}heads")
 folder = st.text_input("Folder", value=default, key="export_folder")
+recovered = ui.recovered_for(keep)
+with_recovery = recovered is not None and st.checkbox(
+    f"Include the least-squares recovery ({recovered['method']}, made on the Prune page)", value=True,
+    key="export_recovery")
 if st.button("Write the pruned model", type="primary"):
     try:
         with st.spinner("pruning, saving, reloading and comparing outputs…"):
             meta = json.loads(text)["meta"]
-            ss["exported"] = (code, export_pruned(w, keep, folder, meta=meta))
+            if with_recovery:
+                meta = {**meta, "recovery": {"method": recovered["method"], "calibrated_on": recovered["calibrated_on"]}}
+            ss["exported"] = (code, export_pruned(w, keep, folder, meta=meta,
+                                                  recovery=recovered["recovery"] if with_recovery else None))
     except Exception as exc:
         ui.error("Could not write the pruned model", exc)
 done = ss.get("exported")
@@ -98,7 +105,7 @@ if done and done[0] == code:
     result = done[1]
     (st.success if result["matches"] else st.error)(
         f"Wrote {result['path']} in {format_seconds(result['seconds'])}: reloaded outputs "
-        f"{'match' if result['matches'] else 'DIFFER from'} the masked model (max |Δlogit| = {result['max_abs_diff']:.2e}); "
+        f"{'match' if result['matches'] else 'DIFFER from'} the {'recovered' if result['recovered'] else 'masked'} model (max |Δlogit| = {result['max_abs_diff']:.2e}); "
         f"parameters {result['params_before'] / 1e6:.2f} M → {result['params_after'] / 1e6:.2f} M.")
 
 # ------------------------------------------------------------------------------------------ recovery fine-tune

@@ -124,18 +124,13 @@ def random_step() -> None:
 
 
 def recover_step() -> None:
-    st.write("Without any training, rescale the heads that are left so each layer's output matches the full model's "
-             "as closely as possible (least squares, Kwon et al. 2022).")
+    st.write("Without any training, re-solve how the heads that are left feed each layer's output so it matches the "
+             "full model's as closely as possible (least squares on a few hundred unlabelled examples; after Kwon "
+             "et al. 2022).")
     if st.button("Recover", type="primary", key="tour_recover", disabled=recover is None):
         try:
-            from headprune.evaluate import evaluate
-            from headprune.mask import gated
-
-            keep = tour["half"][0]
-            with st.spinner("solving a small least-squares problem per layer…"):
-                gates = recover.lsq_gates(model, keep, w.batches)
-                with gated(model, torch.as_tensor(gates).float()):
-                    tour["recovered"] = evaluate(model, w.batches, task=w.loaded.task)
+            with st.spinner("solving a least-squares problem per layer…"):
+                tour["recovered"] = ui.recover_mask(tour["half"][0], "weights")["result"]
         except Exception as exc:
             ui.error("Could not recover", exc)
     if recover is None:

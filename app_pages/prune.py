@@ -236,23 +236,24 @@ with budget:
             ui.error("Could not build a budget mask", exc)
 with lsq:
     st.markdown("**Retraining-free recovery**")
-    st.caption("Rescale the kept heads per layer by least squares so each layer's output matches the dense "
-               "model's (Kwon et al. 2022). The mask stays; accuracy usually comes back part of the way.")
-    if st.button("Recover (least-squares gates)"):
+    st.caption("Least squares, layer by layer, so each layer's output matches the dense model's on calibration "
+               "data (no labels, no training; Kwon et al. 2022). *Refit* re-solves the kept heads' output "
+               "projection and bias; *rescale* finds one scale per kept head. The mask stays; the Export page "
+               "can write the recovered model.")
+    method = st.radio("method", list(ui.RECOVERY_METHODS), format_func=ui.RECOVERY_METHODS.get, key="recover_method",
+                      horizontal=True)
+    if st.button("Recover"):
         try:
             if recover is None:
                 raise ValueError("headprune.recover is not available yet")
-            from headprune.evaluate import evaluate
-            from headprune.mask import gated
-
             with st.spinner("solving per-layer least squares and re-evaluating…"):
-                gates = recover.lsq_gates(model, ui.keep(), w.batches)
-                with gated(model, torch.as_tensor(gates).float()):
-                    ss["recovered"] = (ui.encode_mask(ui.keep()), evaluate(model, w.batches, task=w.loaded.task))
+                ui.recover_mask(ui.keep(), method)
         except Exception as exc:
             ui.error("Could not recover", exc)
-    rec = ss.get("recovered")
-    if rec and rec[0] == ui.encode_mask(ui.keep()):
-        k, label = ui.quality_key(rec[1])
-        st.metric(f"{label} after recovery", f"{rec[1][k]:.1%}" if k != "loss" else f"{rec[1][k]:.3f}",
-                  delta=ui.delta(100 * (rec[1][k] - ui.exact(ui.keep())[k]), " pts vs masked"))
+    rec = ui.recovered_for(ui.keep())
+    if rec:
+        k, label = ui.quality_key(rec["result"])
+        st.metric(f"{label} after recovery ({rec['method']})",
+                  f"{rec['result'][k]:.1%}" if k != "loss" else f"{rec['result'][k]:.3f}",
+                  delta=ui.delta(100 * (rec["result"][k] - ui.exact(ui.keep())[k]), " pts vs masked"))
+        st.caption(f"Calibrated on {rec['calibrated_on']}; measured on the live set.")

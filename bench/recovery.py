@@ -2,8 +2,9 @@
 
 On the `minilm-tweets` preset (6×12 heads): score heads by `--metric` (gradient, Michel et al. 2019) on a
 validation sample, remove the least important 75% (54 of 72, every layer keeps ≥ 1), then
-1. least-squares rescaling of the kept heads (Kwon et al. 2022; `headprune.recover.lsq_gates`) on a
-   calibration sample of the train split, baked into the pruned model;
+1. retraining-free least-squares recovery (`headprune.recover.lsq_recover`, `--lsq-method`: refit the kept
+   heads' output projection, or Kwon et al. 2022's per-head scales) on a calibration sample of the train
+   split, baked into the pruned model;
 2. `headprune.finetune.recover`: one epoch on the train split with distillation from the dense model,
    starting from the least-squares model; the step count is set from a measured step time so that the
    learning-rate schedule ends within `--time-budget` seconds (stopped there in any case).
@@ -65,7 +66,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--metric", default="gradient")
     parser.add_argument("--remove", type=int, default=54, help="heads to remove (default: 54 of 72)")
     parser.add_argument("--score-examples", type=int, default=1000, help="validation examples to score on")
-    parser.add_argument("--calib-examples", type=int, default=512, help="train examples for least squares")
+    parser.add_argument("--calib-examples", type=int, default=2048, help="train examples for least squares")
+    parser.add_argument("--lsq-method", default="weights", choices=["weights", "scales"],
+                        help="least squares: refit the kept heads' output projection, or rescale each head")
     parser.add_argument("--train-limit", type=int, default=None, help="train examples (default: the whole split)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -96,13 +99,14 @@ def main(argv=None) -> dict:
 
     start = pruned
     try:
-        from headprune.recover import bake_gates, lsq_gates
+        from headprune.recover import lsq_recover
     except ImportError:
         results["lsq_test_acc"], results["lsq_seconds"] = None, None  # no least-squares recovery in this tree
     else:
         t = time.perf_counter()
-        gates = lsq_gates(dense, keep, batches_of(loaded, "train", args.calib_examples, 32, seed=1))
-        start = prune(bake_gates(dense, gates), keep)
+        recovery = lsq_recover(dense, keep, batches_of(loaded, "train", args.calib_examples, 32, seed=1),
+                               method=args.lsq_method)
+        start = prune(recovery.bake(dense), keep)
         results["lsq_seconds"] = time.perf_counter() - t
         results["lsq_test_acc"] = evaluate(start, test)["accuracy"]
 

@@ -28,8 +28,7 @@ from headprune.cost import measure  # noqa: E402
 from headprune.data import load_tweets  # noqa: E402
 from headprune.evaluate import evaluate  # noqa: E402
 from headprune.live import LiveEvaluator  # noqa: E402
-from headprune.mask import gated  # noqa: E402
-from headprune.recover import lsq_gates, reconstruction_error  # noqa: E402
+from headprune.recover import Recovery, lsq_recover, reconstruction_error  # noqa: E402
 from headprune.score import score_heads  # noqa: E402
 from headprune.search import budget_mask, iterative_scores, prune_curve, random_baseline  # noqa: E402
 
@@ -102,13 +101,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--budget-val", type=int, default=None,
                         help="budget: validation tweets the search checks (default: the full split)")
     parser.add_argument("--calib", type=int, default=512,
-                        help="budget: training tweets that rank the heads and calibrate least squares")
+                        help="budget: training tweets that rank the heads")
     parser.add_argument("--order-metric", default="ablation", help="budget: metric that ranks the heads")
     parser.add_argument("--order", default="iterative", choices=["one-shot", "iterative"],
                         help="budget: rank heads once, or iteratively (re-scored under the mask)")
     parser.add_argument("--step", type=float, default=4 / 72, help="budget: iterative step (fraction of heads)")
     parser.add_argument("--until", type=float, default=0.6,
                         help="budget: iterative ranking stops after this fraction (the rest keep their last order)")
+    parser.add_argument("--recover-method", default="weights", choices=["weights", "scales"],
+                        help="budget: least-squares recovery: refit the kept heads' projection, or rescale each head")
+    parser.add_argument("--lsq-calib", type=int, default=2048,
+                        help="budget: training tweets (another sample than the ranking's) that calibrate least squares")
     parser.add_argument("--no-recover", action="store_true",
                         help="budget: judge candidates as masked, without least-squares recovery inside the search")
     parser.add_argument("--greedy", action="store_true",
@@ -183,12 +186,14 @@ def curve_part(model, tok, args, out):
 
 def budget_part(model, tok, test, args, out):
     """Rank heads on training tweets (`--order`), binary-search the budget on validation (each candidate
-    after least-squares recovery unless --no-recover), judge on the full test split before/after recovery."""
+    after least-squares recovery unless --no-recover), judge on the full test split before/after recovery
+    (`--recover-method` calibrated on `--lsq-calib` other training tweets)."""
     budget_val = make_batches(tok, load_tweets("validation", limit=args.budget_val, seed=0), "classification",
                               batch_size=args.batch_size, max_length=128)
     calib = make_batches(tok, load_tweets("train", limit=args.calib, seed=0), "classification",
                          batch_size=args.batch_size, max_length=128)
-    lsq_calib = calib[: max(1, 512 // args.batch_size)]  # least squares: 512 tweets are plenty for ≤ 12 scales a layer
+    lsq_calib = make_batches(tok, load_tweets("train", limit=args.lsq_calib, seed=1), "classification",
+                             batch_size=args.batch_size, max_length=128)
     start = time.perf_counter()  # (score_heads' disk cache makes a repeated run with the same calibration quick)
     scores = (score_heads(model, calib, args.order_metric) if args.order == "one-shot" else
               iterative_scores(model, calib, args.order_metric, step=args.step, until=args.until,
@@ -197,32 +202,33 @@ def budget_part(model, tok, test, args, out):
     start = time.perf_counter()
     evaluator = LiveEvaluator(model, budget_val, max_cache_bytes=8 << 30) if args.no_recover else None  # ~4 GB
     keep, info = budget_mask(model, budget_val, scores, max_drop=args.max_drop, greedy=args.greedy, evaluator=evaluator,
-                             recover_batches=None if args.no_recover else lsq_calib,
+                             recover_batches=None if args.no_recover else lsq_calib, recover_method=args.recover_method,
                              progress=lambda f, msg: print(f"  [{time.perf_counter() - start:6.0f} s] {msg}", flush=True))
     out["budget_seconds"] = time.perf_counter() - start
-    gates = info.pop("gates")
-    if gates is None:
+    recovery = info.pop("recovery")
+    if recovery is None:
         start = time.perf_counter()
-        gates = lsq_gates(model, keep, lsq_calib)
+        recovery = lsq_recover(model, keep, lsq_calib, method=args.recover_method)
         out["lsq_seconds"] = time.perf_counter() - start
     dense_test = evaluate(model, test)["accuracy"]
     masked_test = evaluate(model, test, keep)["accuracy"]
     masked_val = evaluate(model, budget_val, keep)["accuracy"]
-    with gated(model, gates):
+    with recovery.applied(model):
         lsq_test = evaluate(model, test)["accuracy"]
         lsq_val = evaluate(model, budget_val)["accuracy"]
-    err_before = reconstruction_error(model, keep.float(), lsq_calib)
-    err_after = reconstruction_error(model, gates, lsq_calib)
+    err_before = reconstruction_error(model, Recovery.of_mask(model, keep), lsq_calib[:8])
+    err_after = reconstruction_error(model, recovery, lsq_calib[:8])
     out.update({"budget_info": info, "budget_val_examples": sum(len(b["labels"]) for b in budget_val),
                 "budget_order": f"{args.order} {args.order_metric}", "budget_recover_in_search": not args.no_recover,
                 "budget_heads_removed_frac": info["fraction_removed"],
                 "budget_heads_per_layer": keep.sum(-1).tolist(), "budget_mask": keep.int().tolist(),
-                "budget_gates": gates.tolist(), "dense_test_acc": dense_test, "budget_val_acc_masked": masked_val,
+                "budget_recover_method": args.recover_method, "budget_lsq_calib": args.lsq_calib,
+                "budget_gates": recovery.gates.tolist(), "dense_test_acc": dense_test, "budget_val_acc_masked": masked_val,
                 "budget_test_acc": masked_test, "budget_test_acc_drop": dense_test - masked_test,
                 "lsq_val_acc": lsq_val, "lsq_test_acc": lsq_test, "budget_test_acc_drop_lsq": dense_test - lsq_test,
                 "reconstruction_error_before": err_before.tolist(), "reconstruction_error_after": err_after.tolist()})
     print(f"budget (val drop ≤ {args.max_drop}, {out['budget_val_examples']} validation tweets, {args.order} {args.order_metric} "
-          f"order, {'masked' if args.no_recover else 'least-squares recovered'} candidates): {info['heads_removed']} "
+          f"order, {'masked' if args.no_recover else 'least-squares recovered (' + args.recover_method + ')'} candidates): {info['heads_removed']} "
           f"heads removed ({info['fraction_removed']:.1%}), {info['steps']} evaluations in {out['budget_seconds']:.0f} s "
           f"(+{out['budget_rank_seconds']:.0f} s ranking); val {info['val']:.4f} vs dense {info['dense']:.4f}")
     print(f"  test: dense {dense_test:.4f}, masked {masked_test:.4f} (drop {100 * (dense_test - masked_test):+.2f} pts), "

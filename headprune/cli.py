@@ -261,11 +261,18 @@ def build_prune(parser: argparse.ArgumentParser) -> None:
                      help="remove as many heads as possible losing at most POINTS of accuracy on --split (default validation)")
     how.add_argument("--iterative", type=float, default=None, metavar="STEP",
                      help="rank heads by iterative pruning: re-score under the mask after every STEP fraction removed")
+    how.add_argument("--until", type=float, default=None, metavar="FRACTION",
+                     help="--iterative with --budget: stop re-scoring once this fraction of heads is ranked (the rest "
+                          "keep their last scores; default 1.0, which costs a scoring round per STEP)")
     how.add_argument("--greedy", action="store_true",
                      help="--budget: then try each remaining head on top (overfits small data; use thousands of examples)")
-    how.add_argument("--recover", action="store_true",
-                     help="least-squares rescaling of the kept heads (label-free, on --split); with --budget, every "
-                          "candidate is judged after it; the saved model carries the scales")
+    how.add_argument("--recover", nargs="?", const="weights", default=None, choices=["weights", "scales"],
+                     help="retraining-free least-squares recovery (label-free): refit the kept heads' output "
+                          "projection (weights, the default) or only rescale each kept head (scales); with --budget, "
+                          "every candidate is judged after it; the saved model carries the refit")
+    how.add_argument("--calib-split", default=None, metavar="SPLIT",
+                     help="--recover: calibrate on this split of --data (e.g. train; default: --split, the data "
+                          "the budget is judged on, which makes the judgement optimistic)")
     how.add_argument("--min-heads-per-layer", type=int, default=1, help="heads every layer keeps (default: 1)")
     how.add_argument("--unit-mode", default="head", choices=["head", "group-equal", "kv-group"],
                      help="grouped-query attention: prune heads, equal heads per KV group, or whole KV groups")
@@ -278,7 +285,7 @@ def run_prune(args: argparse.Namespace) -> dict:
     from .arch import head_grid, parameter_count
     from .mask import mask_to_dict, write_mask
     from .prune import prune, save_pruned
-    from .recover import bake_gates, lsq_gates
+    from .recover import lsq_recover
 
     chosen = [flag for flag, value in (("--mask", args.mask), ("--fraction", args.fraction), ("--heads", args.heads),
                                        ("--budget", args.budget)) if value is not None]
@@ -293,9 +300,18 @@ def run_prune(args: argparse.Namespace) -> dict:
         raise ValueError(f"--iterative is the fraction of heads removed per round, in (0, 1]; got {args.iterative}")
     if args.iterative is not None and args.mask:
         raise ValueError("--iterative ranks heads by a metric; it does not apply to --mask")
+    if args.until is not None and (args.iterative is None or args.budget is None):
+        raise ValueError("--until bounds the iterative ranking of a --budget search; add --iterative STEP --budget POINTS")
+    if args.until is not None and not 0 < args.until <= 1:
+        raise ValueError(f"--until is a fraction of all heads in (0, 1]; got {args.until}")
     if args.greedy and args.budget is None:
         raise ValueError("--greedy refines a --budget search; add --budget POINTS")
+    if args.calib_split is not None and args.recover is None:
+        raise ValueError("--calib-split is the data --recover calibrates on; add --recover")
     loaded, df, batches = load_workload(args)
+    calib = batches
+    if args.recover is not None and args.calib_split is not None:
+        calib = split_batches(args, loaded, args.calib_split, args.limit)[1]
     model, info = loaded.model, {}
     if args.mask:
         keep = read_keep(args.mask, loaded)
@@ -308,7 +324,7 @@ def run_prune(args: argparse.Namespace) -> dict:
             if args.iterative is None:
                 scores = score_heads(model, batches, args.metric, seed=args.seed, progress=bar)
             else:
-                until = 1.0 if args.budget is not None else (
+                until = (args.until or 1.0) if args.budget is not None else (
                     args.fraction if args.heads is None else min(1.0, args.heads / (layers * heads)))
                 scores = iterative_scores(model, batches, args.metric, step=args.iterative, until=until,
                                           min_heads_per_layer=args.min_heads_per_layer, unit_mode=args.unit_mode,
@@ -316,21 +332,24 @@ def run_prune(args: argparse.Namespace) -> dict:
         if args.budget is not None:
             with progress_bar(args, "searching") as bar:
                 keep, info = budget_mask(model, batches, scores, max_drop=args.budget / 100, greedy=args.greedy,
-                                         recover_batches=batches if args.recover else None,
+                                         recover_batches=calib if args.recover else None,
+                                         recover_method=args.recover or "weights",
                                          min_heads_per_layer=args.min_heads_per_layer, unit_mode=args.unit_mode,
                                          progress=bar)
         else:
             n = args.heads if args.heads is not None else round(args.fraction * layers * heads)
             keep = least_important(scores, n, model=model, min_heads_per_layer=args.min_heads_per_layer,
                                    unit_mode=args.unit_mode)
-    gates = info.get("gates")
-    if args.recover and gates is None and not bool(keep.all()):
-        with progress_bar(args, "least-squares recovery") as bar:
-            gates = lsq_gates(model, keep, batches, progress=bar)
-    pruned = prune(bake_gates(model, gates) if gates is not None else model, keep)
+    recovery = info.get("recovery")
+    if args.recover and recovery is None and not bool(keep.all()):
+        with progress_bar(args, f"least-squares recovery ({args.recover})") as bar:
+            recovery = lsq_recover(model, keep, calib, method=args.recover, progress=bar)
+    pruned = prune(recovery.bake(model) if recovery is not None else model, keep)
     how = {"mask": args.mask, "metric": None if args.mask else args.metric, "fraction": args.fraction,
            "heads": args.heads, "budget_points": args.budget, "iterative_step": args.iterative,
-           "recovered": gates is not None, "data": args.data, "split": args.split}
+           "recovered": None if recovery is None else recovery.method,
+           "calib_split": None if recovery is None else (args.calib_split or args.split),
+           "data": args.data, "split": args.split}
     meta = {"source_model": loaded.model_id, "pruned_by": "headprune prune", **how}
     save_pruned(pruned, args.out, loaded.tokenizer, meta={**meta, "mask": mask_to_dict(keep, model, model_id=loaded.model_id)})
     if args.mask_out:
@@ -338,7 +357,7 @@ def run_prune(args: argparse.Namespace) -> dict:
     return {"command": "prune", "model": loaded.model_id, "out": args.out, "heads_kept": int(keep.sum()),
             "heads_total": int(keep.numel()), "parameters_before": parameter_count(model),
             "parameters_after": parameter_count(pruned), **how,
-            "search": {k: v for k, v in info.items() if k != "gates"}}
+            "search": {k: v for k, v in info.items() if k != "recovery"}}
 
 
 def render_prune(result: dict) -> str:
@@ -348,6 +367,8 @@ def render_prune(result: dict) -> str:
     if result["search"]:
         lines.append("search      " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                               for k, v in result["search"].items()))
+    if result["recovered"]:
+        lines.append(f"recovered   least squares ({result['recovered']}), calibrated on {result['calib_split']}")
     lines.append(f"saved to    {result['out']} (headprune.load_pruned, or --model {result['out']})")
     return "\n".join(lines)
 

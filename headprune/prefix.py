@@ -71,15 +71,17 @@ def _ensure_wrapped(model: nn.Module) -> list[nn.Module]:
 
 @contextlib.contextmanager
 def layer_plan(model: nn.Module, start: int = 0, start_input: torch.Tensor | None = None,
-               record: list | None = None) -> Iterator[None]:
-    """Within the block: layers < `start` are skipped, layer `start` gets `start_input` (if given) as its
-    input, and the inputs of layers >= `start` are appended to `record` (if given), in order."""
+               record: list | None = None, end: int | None = None) -> Iterator[None]:
+    """Within the block: layers < `start` and layers >= `end` (default: none) are skipped, layer `start` gets
+    `start_input` (if given) as its input, and the inputs of the layers run are appended to `record` (if
+    given), in order. (With `end`, the model's output is meaningless: read what was recorded.)"""
     blocks = _ensure_wrapped(model)
-    if not 0 <= start < len(blocks):
-        raise ValueError(f"start layer must be in [0, {len(blocks)}), got {start}")
+    end = len(blocks) if end is None else end
+    if not 0 <= start < end <= len(blocks):
+        raise ValueError(f"layers to run must satisfy 0 <= start < end <= {len(blocks)}, got {start}..{end}")
     plan = dict(_PLAN.get())
     for i, block in enumerate(blocks):
-        if i < start:
+        if i < start or i >= end:
             plan[block] = _Step(skip=True)
         else:
             plan[block] = _Step(replace=start_input if i == start else None, record=record)

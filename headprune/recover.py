@@ -1,54 +1,71 @@
-"""Retraining-free recovery after masking: least-squares rescaling of the kept heads ("mask tuning",
-Kwon et al. 2022, *A Fast Post-Training Pruning Framework for Transformers*, §4.3).
+"""Retraining-free recovery after masking: least-squares refits of the attention output projections.
 
-Layer by layer (upstream layers already masked and rescaled, as in Kwon), find one scale m_h per kept head
-so that the layer's attention sub-block output plus its residual, x + Σ_h m_h·W_o,h·ctx_h(x) + b_o (x = the
-pruned model's block input), matches the dense model's x' + W_o·ctx(x') + b_o on calibration tokens (padding
-excluded). It is linear in m: ridge least squares (G + λI) m = Aᵀb + λ·1, λ = damping · mean(diag G),
-pulling the scales towards 1 (unchanged). The result is float gates (L, H) (0 = removed head) that
-`headprune.mask.gated(model, gates)` evaluates without copying the model; `bake_gates` writes them into
-the output projections, and `prune(bake_gates(model, gates), keep)` gives the smaller recovered model (prune
-by the mask, not by the gates' sign: a kept head's scale may come out negative).
+Layer by layer (upstream layers already recovered, as in Kwon et al. 2022), the attention sub-block output
+plus its residual, x + W·ctx(x) + b (x = the recovered pruned model's block input, ctx = the kept heads'
+context vectors), is fitted to the dense model's x' + W₀·ctx(x') + b₀ on calibration tokens (padding
+excluded). Both methods are closed-form ridge least squares:
+
+* "scales": one scale per kept head, W = W₀·diag(m), pulled towards 1 (Kwon et al. 2022, *A Fast
+  Post-Training Pruning Framework for Transformers*, §4.3 "mask tuning"). A dozen numbers a layer.
+* "weights": the kept heads' output-projection columns and the bias (when the projection has one) are
+  refitted, pulled towards W₀, b₀. It also absorbs what a removed head contributed along directions the kept
+  heads' contexts span, and its mean through the bias (cf. FLAP's bias compensation, An et al. 2024).
+  d numbers per kept head dimension, so it wants more calibration tokens (a thousand examples or more).
+
+The result is a `Recovery`: the mask plus, per layer, the new output-projection weight and bias (removed
+heads' columns are zero). `recovery.applied(model)` evaluates it without copying the model (thread-scoped,
+like `headprune.mask.gated`); `recovery.bake(model)` writes it into a copy, and
+`prune(recovery.bake(model), recovery.keep)` gives the smaller recovered model.
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
 import copy
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import arch
 from .evaluate import model_device, to_device
-from .mask import gated
-from .prefix import forward_logits, layer_plan
+from .prefix import capture_out_inputs, forward_logits, layer_plan
 
 Progress = Callable[[float, str], None]
-_RECORD: contextvars.ContextVar[dict | None] = contextvars.ContextVar("headprune_recover_record", default=None)
+METHODS = ("scales", "weights")
+DEFAULT_DAMPING = {"scales": 1e-2, "weights": 1e-3}
+
+# output projection -> (weight, bias) replacing its own within this context
+_ACTIVE: contextvars.ContextVar[dict[nn.Module, tuple[torch.Tensor, torch.Tensor | None]]] = contextvars.ContextVar(
+    "headprune_recovered_projections", default={})
 
 
-def _record_hook(module: nn.Module, args: tuple) -> None:
-    """Keep the raw (pre-gate) input of an output projection when this context asked for it."""
-    record = _RECORD.get()
-    if record is not None and module in record:
-        record[module].append(args[0].detach())
+def _in_out(proj: nn.Module, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The projection's weight (or `weight` in its layout) as (in, out): nn.Linear stores (out, in), GPT-2's
+    Conv1D (in, out)."""
+    weight = proj.weight if weight is None else weight
+    return weight.T if isinstance(proj, nn.Linear) else weight
 
 
-@contextlib.contextmanager
-def _recording(model) -> dict:
-    """Within the block, every forward in this context appends each output projection's raw input."""
+def _project(proj: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """`proj`'s computation on x (..., in) with another weight (in the projection's layout) and bias."""
+    out = F.linear(x, _in_out(proj, weight).T)
+    return out if bias is None else out + bias
+
+
+def _replace_hook(module: nn.Module, args: tuple, output):
+    entry = _ACTIVE.get().get(module)
+    return None if entry is None else _project(module, args[0], *entry)
+
+
+def _ensure_hooks(model: nn.Module) -> list[nn.Module]:
     projections = arch.out_projections(model)
-    handles = [p.register_forward_pre_hook(_record_hook, prepend=True) for p in projections]  # before the gate
-    record = {p: [] for p in projections}
-    token = _RECORD.set(record)
-    try:
-        yield record
-    finally:
-        _RECORD.reset(token)
-        for handle in handles:
-            handle.remove()
+    for proj in projections:
+        if _replace_hook not in proj._forward_hooks.values():
+            proj.register_forward_hook(_replace_hook)
+    return projections
 
 
 def _check_model(model) -> None:
@@ -56,116 +73,210 @@ def _check_model(model) -> None:
         raise ValueError("least-squares recovery needs the unpruned model: pass the original, then prune the result")
 
 
-@torch.no_grad()
-def _activations(model, batches: list[dict], gates: torch.Tensor) -> tuple[list, list]:
-    """Per layer: block inputs (N, d) and raw head contexts (N, H*dh) on non-padding tokens, under `gates`."""
-    layers = arch.num_layers(model)
-    inputs, contexts = [[] for _ in range(layers)], [[] for _ in range(layers)]
-    with _recording(model) as record, gated(model, gates):
-        for batch in batches:
-            tokens = batch["attention_mask"].bool() if "attention_mask" in batch else None
-            blocks_in: list[torch.Tensor] = []
-            with layer_plan(model, 0, None, blocks_in):
-                forward_logits(model, batch)
-            for layer, proj in enumerate(arch.out_projections(model)):
-                ctx = record[proj].pop()
-                x = blocks_in[layer]
-                if tokens is not None:
-                    x, ctx = x[tokens], ctx[tokens]  # (N, d), (N, H*dh)
-                inputs[layer].append(x.reshape(-1, x.shape[-1]))
-                contexts[layer].append(ctx.reshape(-1, ctx.shape[-1]))
-    return [torch.cat(x) for x in inputs], [torch.cat(c) for c in contexts]
+@dataclass(frozen=True)
+class Recovery:
+    """A masked model's output projections after recovery.
+
+    keep: (L, H) bool mask. method: "mask" (nothing refitted), "scales" or "weights". weights / biases: per
+    layer the projection's new weight (its own layout, removed heads' input slices zero) and bias, or None
+    where the layer is unchanged. gates: (L, H) float, each head's scale ("scales"; the mask elsewhere).
+    """
+
+    keep: torch.Tensor
+    method: str
+    weights: tuple[torch.Tensor | None, ...]
+    biases: tuple[torch.Tensor | None, ...]
+    gates: torch.Tensor
+
+    @classmethod
+    def of_mask(cls, model, keep) -> "Recovery":
+        """Plain masking in this form: removed heads' input slices zeroed, nothing refitted."""
+        _check_model(model)
+        keep = arch.to_keep_tensor(keep, model)
+        dh = arch.head_dim(model)
+        weights, biases = [], []
+        for layer, proj in enumerate(arch.out_projections(model)):
+            if bool(keep[layer].all()):
+                weights.append(None)
+                biases.append(None)
+                continue
+            scale = keep[layer].repeat_interleave(dh).to(proj.weight)  # (in,)
+            weights.append(proj.weight.detach() * (scale[None, :] if isinstance(proj, nn.Linear) else scale[:, None]))
+            biases.append(None if proj.bias is None else proj.bias.detach().clone())
+        return cls(keep, "mask", tuple(weights), tuple(biases), keep.float())
+
+    def _replaced(self, layer: int, weight: torch.Tensor, bias: torch.Tensor | None, method: str,
+                  gates: torch.Tensor | None = None) -> "Recovery":
+        weights, biases = list(self.weights), list(self.biases)
+        weights[layer], biases[layer] = weight, bias
+        return Recovery(self.keep, method, tuple(weights), tuple(biases), self.gates if gates is None else gates)
+
+    def _check(self, model) -> list[nn.Module]:
+        projections = arch.out_projections(model)
+        if tuple(self.keep.shape) != arch.head_grid(model):
+            raise ValueError(f"this recovery is for {tuple(self.keep.shape)} heads, the model has {arch.head_grid(model)}")
+        for proj, weight in zip(projections, self.weights):
+            if weight is not None and weight.shape != proj.weight.shape:
+                raise ValueError("this recovery was fitted on a model with other output-projection shapes")
+        return projections
+
+    @contextlib.contextmanager
+    def applied(self, model: nn.Module) -> Iterator[None]:
+        """Within the block, `model`'s output projections compute with the recovered weights (this thread
+        only; the model object is unchanged). Equals `self.bake(model)`."""
+        self._check(model)
+        projections = _ensure_hooks(model)
+        active = dict(_ACTIVE.get())
+        for proj, weight, bias in zip(projections, self.weights, self.biases):
+            if weight is not None:
+                active[proj] = (weight, bias)
+        token = _ACTIVE.set(active)
+        try:
+            yield
+        finally:
+            _ACTIVE.reset(token)
+
+    def bake(self, model: nn.Module) -> nn.Module:
+        """A copy of `model` with the recovered output projections written in; `model` is unchanged."""
+        self._check(model)
+        baked = copy.deepcopy(model)
+        with torch.no_grad():
+            for proj, weight, bias in zip(arch.out_projections(baked), self.weights, self.biases):
+                if weight is not None:
+                    proj.weight.copy_(weight)
+                    if bias is not None:
+                        proj.bias.copy_(bias)
+        return baked
 
 
-def _head_outputs(proj: nn.Module, ctx: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each head's term of the output projection, (N, H, d), and the projection bias (d,)."""
-    if isinstance(proj, nn.Linear):
-        weight = proj.weight.T  # (H*dh, d)
-    else:  # GPT-2 Conv1D stores (in, out)
-        weight = proj.weight
-    dh = weight.shape[0] // heads
-    per_head = torch.einsum("nhk,hkd->nhd", ctx.unflatten(-1, (heads, dh)), weight.unflatten(0, (heads, dh)))
-    bias = proj.bias if proj.bias is not None else torch.zeros(weight.shape[1], device=ctx.device)
-    return per_head, bias
+def _samples(model, batch: dict, upto: int, recovery: Recovery | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer <= `upto`: its block input (N, d) and raw (pre-gate) output-projection input (N, H*dh) on the
+    batch's non-padding tokens, running layers <= `upto` only, under `recovery` (None: the dense model)."""
+    blocks_in: list[torch.Tensor] = []
+    with contextlib.ExitStack() as stack:
+        captured = stack.enter_context(capture_out_inputs(model))
+        stack.enter_context(layer_plan(model, 0, None, blocks_in, end=upto + 1))
+        if recovery is not None:
+            stack.enter_context(recovery.applied(model))
+        forward_logits(model, batch)
+    tokens = batch["attention_mask"].bool() if "attention_mask" in batch else None
+    out = []
+    for x, ctx in zip(blocks_in, captured):
+        ctx = ctx[-1]
+        if tokens is not None:
+            x, ctx = x[tokens], ctx[tokens]
+        out.append((x.reshape(-1, x.shape[-1]), ctx.reshape(-1, ctx.shape[-1])))
+    return out
 
 
-def _layer_error(model, layer, dense, current, gates) -> float:
-    """Relative squared error of layer `layer`'s attention + residual output vs dense (over dense ‖attn‖²)."""
+def _solve(gram: torch.Tensor, rhs: torch.Tensor, prior: torch.Tensor, damping: float, free: int = 0) -> torch.Tensor:
+    """Ridge solution of (G + λI') s = rhs + λI'·prior, λ = damping · mean(diag G) over the first n − `free`
+    unknowns (the last `free` ones, an intercept, are not pulled)."""
+    size = gram.shape[0]
+    pulled = torch.ones(size, dtype=gram.dtype)
+    if free:
+        pulled[size - free:] = 0
+    lam = damping * float(gram.diagonal()[pulled.bool()].mean().clamp(min=1e-12)) if size > free else 0.0
+    reg = torch.diag(lam * pulled)
+    return torch.linalg.solve(gram + reg, rhs + reg @ prior)
+
+
+def _fit_layer(model, batches, layer: int, keep: torch.Tensor, current: Recovery, method: str,
+               damping: float) -> Recovery:
+    """`current` with layer `layer` refitted (see the module doc)."""
     proj = arch.out_projections(model)[layer]
-    heads = arch.num_heads(model)
-    dense_terms, bias = _head_outputs(proj, dense[1][layer], heads)
-    target = dense[0][layer] + dense_terms.sum(1) + bias  # (N, d)
-    terms, _ = _head_outputs(proj, current[1][layer], heads)
-    output = current[0][layer] + (terms * gates[layer].to(terms)[None, :, None]).sum(1) + bias
-    return float(((output - target) ** 2).sum() / (dense_terms.sum(1) ** 2).sum().clamp(min=1e-12))
+    heads, dh = arch.num_heads(model), arch.head_dim(model)
+    w0 = _in_out(proj).detach()  # (in, out)
+    kept = keep[layer].nonzero().flatten()
+    cols = keep[layer].repeat_interleave(dh).to(w0.device)
+    intercept = method == "weights" and proj.bias is not None
+    upstream_changed = not bool(keep[:layer].all())
+    size = len(kept) if method == "scales" else int(cols.sum()) + int(intercept)
+    if size == 0:  # no kept head and no bias: nothing to fit, the layer adds nothing
+        return current
+    gram = torch.zeros(size, size, dtype=torch.float64)
+    rhs = torch.zeros(size, *(() if method == "scales" else (w0.shape[1],)), dtype=torch.float64)
+    with torch.no_grad():
+        for batch in batches:
+            x_dense, ctx_dense = _samples(model, batch, layer, None)[layer]
+            x, ctx = _samples(model, batch, layer, current)[layer] if upstream_changed else (x_dense, ctx_dense)
+            y = (x_dense + ctx_dense @ w0 - x).double()  # what W·ctx + b must add: (N, out), bias cancels
+            if method == "scales":  # per-head terms W₀,h·ctx_h: (N, k, out)
+                terms = torch.einsum("nhk,hkd->nhd", ctx.unflatten(-1, (heads, dh))[:, kept],
+                                     w0.unflatten(0, (heads, dh))[kept]).double()
+                gram += torch.einsum("nkd,njd->kj", terms, terms).cpu()
+                rhs += torch.einsum("nkd,nd->k", terms, y).cpu()
+            else:
+                a = ctx[:, cols].double()
+                if intercept:
+                    a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype, device=a.device)], 1)
+                    y = y + proj.bias.double()
+                gram += (a.T @ a).cpu()
+                rhs += (a.T @ y).cpu()
+    bias = None if proj.bias is None else proj.bias.detach()
+    if method == "scales":
+        scales = _solve(gram, rhs, torch.ones(size, dtype=torch.float64), damping).float()
+        gates = current.gates.clone()
+        gates[layer, kept] = scales
+        scale = gates[layer].repeat_interleave(dh).to(w0)
+        return current._replaced(layer, _in_out(proj, w0 * scale[:, None]).clone(), bias, method, gates)
+    prior = w0[cols].double().cpu()
+    if intercept:
+        prior = torch.cat([prior, proj.bias.detach().double().cpu()[None]])
+    solution = _solve(gram, rhs, prior, damping, free=int(intercept)).to(w0)
+    weight = torch.zeros_like(w0)
+    weight[cols] = solution[:int(cols.sum())]
+    return current._replaced(layer, _in_out(proj, weight).contiguous(), solution[-1] if intercept else bias, method)
 
 
-@torch.no_grad()
-def reconstruction_error(model, gates: torch.Tensor, calib_batches: list[dict]) -> torch.Tensor:
-    """Per layer (L,): relative squared error of the attention sub-block output (plus residual) under `gates`
-    vs the dense model, ‖out − out_dense‖² / ‖attn_dense‖², on the calibration tokens."""
-    _check_model(model)
-    batches = [to_device(b, model_device(model)) for b in calib_batches]
-    grid = arch.head_grid(model)
-    gates = torch.as_tensor(gates, dtype=torch.float32).reshape(grid)
-    dense = _activations(model, batches, torch.ones(grid))
-    current = _activations(model, batches, gates)
-    return torch.tensor([_layer_error(model, l, dense, current, gates) for l in range(grid[0])])
+def lsq_recover(model, keep, calib_batches: list[dict], *, method: str = "weights", damping: float | None = None,
+            progress: Progress | None = None) -> Recovery:
+    """Least-squares recovery of `model` masked by `keep` on `calib_batches` (see the module doc).
 
-
-@torch.no_grad()
-def lsq_gates(model, keep, calib_batches: list[dict], *, damping: float = 1e-2,
-              progress: Progress | None = None) -> torch.Tensor:
-    """Float gates (L, H): 0 for removed heads, a least-squares scale for kept ones (see the module doc).
-
-    One forward pass over `calib_batches` for the dense targets, then one per layer. Evaluate with
-    `gated(model, gates)`; bake with `bake_gates`.
+    `damping` (default 1e-2 for "scales", 1e-3 for "weights") scales the ridge term relative to the mean
+    diagonal of the normal equations. Cost: per layer with anything removed at or below it, two passes over
+    the calibration batches through that layer; memory: the normal equations, ((H·dh + 1)² + (H·dh + 1)·d).
+    Evaluate with `result.applied(model)`; save with `prune(result.bake(model), keep)`.
     """
     _check_model(model)
+    if method not in METHODS:
+        raise ValueError(f"recovery method must be one of {', '.join(METHODS)}, got {method!r}")
+    damping = DEFAULT_DAMPING[method] if damping is None else damping
     if damping < 0:
         raise ValueError(f"damping must be >= 0, got {damping}")
     keep = arch.to_keep_tensor(keep, model)
     batches = [to_device(b, model_device(model)) for b in calib_batches]
     if not batches:
         raise ValueError("least-squares recovery needs at least one calibration batch")
-    layers, heads = keep.shape
-    gates = keep.float()
-    dense = _activations(model, batches, torch.ones(layers, heads))
-    projections = arch.out_projections(model)
+    result = Recovery.of_mask(model, keep)
+    layers = len(keep)
     for layer in range(layers):
-        kept = keep[layer].nonzero().flatten()
-        if len(kept) and not bool(keep[layer].all() and (gates[:layer] == 1).all()):
-            current = _activations(model, batches, gates)
-            dense_terms, bias = _head_outputs(projections[layer], dense[1][layer], heads)
-            target = dense[0][layer] + dense_terms.sum(1) + bias  # (N, d)
-            terms, _ = _head_outputs(projections[layer], current[1][layer], heads)
-            a = terms[:, kept].double()  # (N, k, d)
-            b = (target - current[0][layer] - bias).double()  # (N, d)
-            gram = torch.einsum("nkd,njd->kj", a, a)  # (k, k)
-            rhs = torch.einsum("nkd,nd->k", a, b)  # (k,)
-            lam = damping * float(gram.diagonal().mean().clamp(min=1e-12))
-            eye = torch.eye(len(kept), dtype=gram.dtype)
-            solution = torch.linalg.solve(gram + lam * eye, rhs + lam * torch.ones(len(kept), dtype=gram.dtype))
-            gates[layer, kept] = solution.float().cpu()
+        if not bool(keep[: layer + 1].all()):  # else this layer still sees and computes the dense values
+            result = _fit_layer(model, batches, layer, keep, result, method, damping)
         if progress is not None:
-            progress((layer + 1) / layers, f"layer {layer + 1}/{layers} rescaled")
-    return gates
+            progress((layer + 1) / layers, f"layer {layer + 1}/{layers} refitted ({method})")
+    return Recovery(result.keep, method, result.weights, result.biases, result.gates)
 
 
-def bake_gates(model, gates: torch.Tensor) -> nn.Module:
-    """A copy of `model` whose output-projection input slices (columns of a Linear, rows of a GPT-2 Conv1D)
-    are multiplied by the gates (L, H); `model` is unchanged. Equals `gated(model, gates)`."""
-    grid = arch.head_grid(model)
-    gates = torch.as_tensor(gates, dtype=torch.float32)
-    if tuple(gates.shape) != grid:
-        raise ValueError(f"gates must be shaped {grid}, got {tuple(gates.shape)}")
-    baked = copy.deepcopy(model)
-    dh = arch.head_dim(model)
-    with torch.no_grad():
-        for layer, (proj, present) in enumerate(zip(arch.out_projections(baked), arch.present_heads(baked))):
-            scale = gates[layer, present].repeat_interleave(dh).to(proj.weight)  # (H_present*dh,)
-            if isinstance(proj, nn.Linear):
-                proj.weight.mul_(scale[None, :])
-            else:
-                proj.weight.mul_(scale[:, None])
-    return baked
+@torch.no_grad()
+def reconstruction_error(model, recovery: Recovery, calib_batches: list[dict]) -> torch.Tensor:
+    """Per layer (L,): relative squared error of the attention sub-block output plus residual under
+    `recovery` (`Recovery.of_mask(model, keep)` for plain masking) vs the dense model,
+    ‖out − out_dense‖² / ‖W₀·ctx_dense‖², on the calibration tokens."""
+    _check_model(model)
+    batches = [to_device(b, model_device(model)) for b in calib_batches]
+    projections = recovery._check(model)
+    last = len(projections) - 1
+    errors = torch.zeros(len(projections), dtype=torch.float64)
+    norms = torch.zeros(len(projections), dtype=torch.float64)
+    for batch in batches:
+        dense, current = _samples(model, batch, last, None), _samples(model, batch, last, recovery)
+        for layer, (proj, (x_dense, ctx_dense), (x, ctx)) in enumerate(zip(projections, dense, current)):
+            dense_attn = _project(proj, ctx_dense, proj.weight, None)
+            refit = recovery.weights[layer] is not None
+            out = x + _project(proj, ctx, recovery.weights[layer] if refit else proj.weight,
+                               recovery.biases[layer] if refit else proj.bias)
+            target = x_dense + dense_attn + (0 if proj.bias is None else proj.bias)
+            errors[layer] += float(((out - target) ** 2).sum())
+            norms[layer] += float((dense_attn ** 2).sum())
+    return (errors / norms.clamp(min=1e-12)).float()

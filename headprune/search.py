@@ -22,8 +22,7 @@ import torch
 
 from . import arch
 from .evaluate import evaluate
-from .mask import gated
-from .recover import lsq_gates
+from .recover import lsq_recover
 from .units import to_units
 
 Progress = Callable[[float, str], None]
@@ -215,7 +214,7 @@ def random_baseline(model, batches, fractions: Sequence[float], *, seeds: Sequen
 
 def budget_mask(model, val_batches, scores: torch.Tensor, *, max_drop: float = 0.01, metric_key: str = "accuracy",
                 min_heads_per_layer: int = 1, unit_mode: str = "head", greedy: bool = False,
-                recover_batches: list[dict] | None = None, evaluator=None,
+                recover_batches: list[dict] | None = None, recover_method: str = "weights", evaluator=None,
                 progress: Progress | None = None) -> tuple[torch.Tensor, dict]:
     """The largest set of heads found whose removal keeps `metric_key` (higher = better) on `val_batches`
     at least dense − `max_drop`.
@@ -227,16 +226,16 @@ def budget_mask(model, val_batches, scores: torch.Tensor, *, max_drop: float = 0
        on minilm-tweets with 512 validation tweets it reached 64% of heads within budget but lost 3.7 test
        points. Use it with thousands of validation examples.
     `recover_batches`: judge every candidate after retraining-free least-squares recovery
-    (`headprune.recover.lsq_gates` calibrated on these batches, one forward pass per layer each), so the budget
-    holds for the recovered model; info["gates"] then holds its gates (L, H) (evaluate with `gated`). Each
-    candidate is then a full evaluation and `evaluator` is not used.
+    (`headprune.recover.lsq_recover` with `recover_method`, calibrated on these batches; keep them apart from
+    `val_batches`), so the budget holds for the recovered model; info["recovery"] then holds it (evaluate
+    with `recovery.applied(model)`). Each candidate is then a full evaluation and `evaluator` is not used.
     The returned mask is always one that was evaluated and met the budget. info: heads_removed,
-    fraction_removed, val (metric of the mask), dense, threshold, steps (evaluations), gates (or None).
+    fraction_removed, val (metric of the mask), dense, threshold, steps (evaluations), recovery (or None).
     """
     if recover_batches is None:  # masks only: the live evaluator re-runs just the changed layers
         evaluator = _evaluator(model, val_batches, evaluator)
         dense = evaluator.dense[metric_key]
-    else:  # every candidate gets new gates in every layer: plain evaluations, no activation cache to build
+    else:  # every candidate gets new output projections in every layer: plain evaluations, no cache to build
         dense = evaluate(model, val_batches)[metric_key]
     threshold = dense - max_drop
     grid = arch.head_grid(model)
@@ -248,22 +247,22 @@ def budget_mask(model, val_batches, scores: torch.Tensor, *, max_drop: float = 0
         steps += 1
         if recover_batches is None:
             return evaluator.evaluate(keep)[metric_key], None
-        gates = lsq_gates(model, keep, recover_batches)
-        with gated(model, gates):
-            return evaluate(model, val_batches)[metric_key], gates
+        recovery = lsq_recover(model, keep, recover_batches, method=recover_method)
+        with recovery.applied(model):
+            return evaluate(model, val_batches)[metric_key], recovery
 
     def mask_for(n):
         return least_important(scores, n, model=model, min_heads_per_layer=min_heads_per_layer, unit_mode=unit_mode)
 
-    best, best_value, best_gates = torch.ones(grid, dtype=torch.bool), dense, None
+    best, best_value, best_recovery = torch.ones(grid, dtype=torch.bool), dense, None
     low, high = 1, total
     while low <= high:  # invariant: `best` passed; every n tried above a failure may still pass (non-monotone)
         mid = (low + high) // 2
         keep = mask_for(mid)
-        value, gates = check(keep)
+        value, recovery = check(keep)
         if value >= threshold:
             if int(keep.sum()) < int(best.sum()):
-                best, best_value, best_gates = keep, value, gates
+                best, best_value, best_recovery = keep, value, recovery
             low = mid + 1
         else:
             high = mid - 1
@@ -281,15 +280,15 @@ def budget_mask(model, val_batches, scores: torch.Tensor, *, max_drop: float = 0
                 trial = to_units(trial, model, unit_mode, scores)
                 if int(trial.sum()) >= int(best.sum()):
                     continue
-            value, gates = check(trial)
+            value, recovery = check(trial)
             if value >= threshold:
-                best, best_value, best_gates = trial, value, gates
+                best, best_value, best_recovery = trial, value, recovery
             if progress is not None:
                 progress(0.3 + 0.7 * (i + 1) / len(candidates), f"greedy: {total - int(best.sum())} heads removed")
     removed = total - int(best.sum())
     return best, {"heads_removed": removed, "fraction_removed": removed / total, "val": best_value,
                   "dense": dense, "threshold": threshold, "metric_key": metric_key, "steps": steps,
-                  "gates": best_gates}
+                  "recovery": best_recovery}
 
 
 def target_mask(model, scores: torch.Tensor, *, flops_ratio: float | None = None, latency_ms: float | None = None,

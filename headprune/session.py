@@ -346,9 +346,11 @@ def reproducibility_record(workload: Workload, keep, *, after: Mapping[str, Any]
     return record
 
 
-def export_pruned(workload: Workload, keep, folder, *, meta: Mapping[str, Any] | None = None) -> dict:
-    """Physically prune, save to `folder` (`headprune.prune.save_pruned`), reload it and compare its logits
-    with the masked shared model on the first live batch. Returns path, max_abs_diff, params before/after, seconds."""
+def export_pruned(workload: Workload, keep, folder, *, meta: Mapping[str, Any] | None = None,
+                  recovery=None) -> dict:
+    """Physically prune (after writing in `recovery`, a `headprune.recover.Recovery` of this mask, if given),
+    save to `folder` (`headprune.prune.save_pruned`), reload it and compare its logits with the masked (or
+    recovered) shared model on the first live batch. Returns path, max_abs_diff, params before/after, seconds."""
     from pathlib import Path
 
     from .arch import parameter_count
@@ -360,16 +362,18 @@ def export_pruned(workload: Workload, keep, folder, *, meta: Mapping[str, Any] |
     start = time.perf_counter()
     keep = torch.as_tensor(keep).bool()
     model = workload.model
-    pruned = prune(model, keep)
+    if recovery is not None and not torch.equal(recovery.keep, keep):
+        raise ValueError("the recovery was made for another mask: recover this mask again, or export without it")
+    pruned = prune(model if recovery is None else recovery.bake(model), keep)
     path = save_pruned(pruned, Path(folder).expanduser(), workload.loaded.tokenizer, meta=dict(meta or {}))
     reloaded = load_model(str(path)).model
     batch = workload.batches[0]
     with torch.inference_mode():
-        with masked(model, keep):
+        with masked(model, keep) if recovery is None else recovery.applied(model):
             expected = forward_logits(model, batch)
         got = forward_logits(reloaded, batch)
     diff = float((expected - got).abs().max())
-    return {"path": str(path), "max_abs_diff": diff, "matches": diff < 1e-3,
+    return {"path": str(path), "max_abs_diff": diff, "matches": diff < 1e-3, "recovered": recovery is not None,
             "params_before": parameter_count(model), "params_after": parameter_count(reloaded),
             "seconds": time.perf_counter() - start}
 

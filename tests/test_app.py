@@ -156,6 +156,27 @@ def test_export_writes_a_pruned_folder_that_reloads_with_the_same_outputs(app, t
     assert record["kept_heads"] == [[0, 2, 3], [0, 1, 2]]
 
 
+def test_a_recovery_made_on_the_prune_page_is_exported_with_the_mask(app, tmp_path):
+    keep = torch.ones(2, 4, dtype=torch.bool)
+    keep[0, 1] = keep[1, 3] = False
+    app.run()
+    app.session_state["keep"] = keep
+    app.switch_page("app_pages/prune.py").run()
+    app.radio(key="recover_method").set_value("scales").run()
+    next(b for b in app.button if b.label == "Recover").click().run()
+    _no_exceptions(app)
+    assert not app.error, [e.value for e in app.error]
+    assert any("same file as the live set" in c.value for c in app.caption)  # a CSV has no training split
+    app.switch_page("app_pages/export.py").run()
+    assert app.checkbox(key="export_recovery").value
+    app.text_input(key="export_folder").set_value(str(tmp_path / "recovered")).run()
+    next(b for b in app.button if b.label == "Write the pruned model").click().run()
+    _no_exceptions(app)
+    assert any("match the recovered model" in s.value for s in app.success), [e.value for e in app.error]
+    record = json.loads((tmp_path / "recovered" / "headprune_pruned.json").read_text())
+    assert record["meta"]["recovery"]["method"] == "scales"
+
+
 def test_the_learn_walkthrough_runs_one_click_per_step(app):
     app.run()
     _no_exceptions(app)
@@ -212,9 +233,9 @@ def test_automatic_masks_and_recovery_buttons_on_the_prune_page(app):
     _no_exceptions(app)
     assert not app.error, [e.value for e in app.error]
     assert _metric(app, "heads kept") == "5 / 8"
-    next(b for b in app.button if b.label == "Recover (least-squares gates)").click().run()
+    next(b for b in app.button if b.label == "Recover").click().run()
     assert not app.error, [e.value for e in app.error]
-    assert any(m.label.endswith("after recovery") for m in app.metric)
+    assert any(m.label.endswith("after recovery (weights)") for m in app.metric)
     app.slider(key="budget_drop").set_value(20.0).run()
     next(b for b in app.button if b.label == "Find the smallest model within budget").click().run()
     _no_exceptions(app)

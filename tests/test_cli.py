@@ -18,7 +18,7 @@ from headprune.evaluate import evaluate
 from headprune.mask import gated, read_mask, write_mask
 from headprune.models import load_model
 from headprune.prune import kept_mask, load_pruned
-from headprune.recover import lsq_gates
+from headprune.recover import lsq_recover
 from tiny_text import bert_tokenizer, save, tiny_bert
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,22 +80,45 @@ def test_prune_by_fraction_and_by_mask(workload, capsys, tmp_path):
 
 
 
-def test_prune_iterative_recovered_budget_saves_the_recovered_model(workload, capsys, tmp_path):
+@pytest.mark.parametrize("method", ["weights", "scales"])
+def test_prune_iterative_recovered_budget_saves_the_recovered_model(workload, capsys, tmp_path, method):
     folder, csv, _ = workload
     code, out = run(capsys, ["prune", "--model", str(folder), "--data", str(csv), "--budget", "100", "--iterative",
-                             "0.25", "--recover", "--out", str(tmp_path / "r"), "--mask-out", str(tmp_path / "r.json"),
-                             "--json", "-q"])
+                             "0.25", "--recover", method, "--calib-split", "train", "--out", str(tmp_path / "r"),
+                             "--mask-out", str(tmp_path / "r.json"), "--json", "-q"])
     assert code == 0, out.err
     result = json.loads(out.out)
-    assert result["heads_kept"] == 2 and result["recovered"] and result["iterative_step"] == 0.25
+    assert result["heads_kept"] == 2 and result["recovered"] == method and result["iterative_step"] == 0.25
+    assert result["calib_split"] == "train"
     loaded = load_model(str(folder))
     keep = read_mask(tmp_path / "r.json", loaded.model)
     df = load_data(str(csv), split="validation", label2id=loaded.label2id)
     batches = make_batches(loaded.tokenizer, df, "classification", batch_size=32, max_length=128)
-    gates = lsq_gates(loaded.model, keep, batches)
-    with gated(loaded.model, gates):
+    calib = make_batches(loaded.tokenizer, load_data(str(csv), split="train", label2id=loaded.label2id),
+                         "classification", batch_size=32, max_length=128)
+    with lsq_recover(loaded.model, keep, calib, method=method).applied(loaded.model):
         expected = evaluate(loaded.model, batches)["loss"]
     assert evaluate(load_pruned(tmp_path / "r"), batches)["loss"] == pytest.approx(expected, rel=1e-4)
+    assert evaluate(loaded.model, batches, keep)["loss"] != pytest.approx(expected, rel=1e-4)
+
+
+def test_prune_budget_iterative_ranking_can_stop_early(workload, capsys, tmp_path):
+    folder, csv, _ = workload
+    code, out = run(capsys, ["prune", "--model", str(folder), "--data", str(csv), "--budget", "100", "--iterative",
+                             "0.25", "--until", "0.25", "--out", str(tmp_path / "u"), "--json", "-q"])
+    assert code == 0, out.err
+    assert json.loads(out.out)["heads_kept"] == 2  # heads never ranked still go in their last scores' order
+    for extra, reason in ((["--until", "0.5"], "add --iterative"), (["--iterative", "0.25", "--until", "1.5"], "(0, 1]")):
+        code, out = run(capsys, ["prune", "--model", str(folder), "--data", str(csv), "--budget", "100", *extra,
+                                 "--out", str(tmp_path / "bad")])
+        assert code == 2 and reason in out.err and not (tmp_path / "bad").exists()
+
+
+def test_prune_calib_split_needs_recover(workload, capsys, tmp_path):
+    folder, csv, _ = workload
+    code, out = run(capsys, ["prune", "--model", str(folder), "--data", str(csv), "--fraction", "0.5",
+                             "--calib-split", "train", "--out", str(tmp_path / "x")])
+    assert code == 2 and "--calib-split" in out.err and not (tmp_path / "x").exists()
 
 
 def test_finetune_writes_a_loadable_model_and_resumes(workload, capsys, tmp_path):

@@ -110,6 +110,6 @@ def test_layer_plan_is_scoped_and_validated():
         forward_logits(model, batch)
     assert len(record) == arch.num_layers(model)
     torch.testing.assert_close(_full(model, batch, None), dense)  # plan gone after the block
-    with pytest.raises(ValueError, match="start layer must be in"):
+    with pytest.raises(ValueError, match="layers to run must satisfy"):
         with layer_plan(model, 7):
             pass

@@ -1,14 +1,16 @@
-"""Least-squares rescaling of kept heads (Kwon et al. 2022 mask tuning)."""
+"""Retraining-free least-squares recovery: per-head scales (Kwon et al. 2022) and refitted projections."""
 from __future__ import annotations
+
+import threading
 
 import pytest
 import torch
 
 from headprune import arch
 from headprune.evaluate import evaluate
-from headprune.mask import gated
+from headprune.prefix import forward_logits
 from headprune.prune import prune
-from headprune.recover import bake_gates, lsq_gates, reconstruction_error
+from headprune.recover import Recovery, lsq_recover, reconstruction_error
 from headprune.tiny import tiny_batch, tiny_model
 
 
@@ -22,30 +24,85 @@ def _setup(family):
     return model, batches, keep
 
 
-@pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
-def test_rescaling_lowers_reconstruction_error_and_bakes_exactly(family):
+@pytest.mark.parametrize("method", ["scales", "weights"])
+@pytest.mark.parametrize("family", ["bert", "distilbert", "gpt2", "llama"])
+def test_recovery_lowers_reconstruction_error_and_bakes_exactly(family, method):
     model, batches, keep = _setup(family)
-    gates = lsq_gates(model, keep, batches)
-    assert gates.shape == keep.shape
-    assert torch.all(gates[~keep] == 0) and torch.all(gates[keep] != 0)
-    before = reconstruction_error(model, keep.float(), batches)
-    after = reconstruction_error(model, gates, batches)
+    result = lsq_recover(model, keep, batches, method=method)
+    assert result.method == method and torch.equal(result.keep, keep)
+    assert torch.all(result.gates[~keep] == 0)
+    before = reconstruction_error(model, Recovery.of_mask(model, keep), batches)
+    after = reconstruction_error(model, result, batches)
     assert torch.all(after <= before + 1e-6) and after.sum() < before.sum()
-    with gated(model, gates):
+    with result.applied(model):
         live = evaluate(model, batches)
-    recovered = prune(bake_gates(model, gates), keep)
+    assert evaluate(model, batches)["loss"] != pytest.approx(live["loss"], rel=1e-6)  # gone after the block
+    recovered = prune(result.bake(model), keep)
     assert evaluate(recovered, batches)["loss"] == pytest.approx(live["loss"], rel=1e-4)
     if not arch.is_gqa(model):  # GQA: partially pruned groups may store KV copies (see `prune`)
         assert arch.parameter_count(recovered) < arch.parameter_count(model)
 
 
-def test_unchanged_mask_gives_unit_gates_and_bad_input_is_rejected():
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_refitting_whole_columns_fits_at_least_as_well_as_scales(family):
+    """Undamped, the first changed layer sees the dense input either way, and per-head scales are a special
+    case of refitted columns, so the refit's error there can only be lower."""
+    model, batches, keep = _setup(family)
+    scales = reconstruction_error(model, lsq_recover(model, keep, batches, method="scales", damping=0), batches)
+    weights = reconstruction_error(model, lsq_recover(model, keep, batches, method="weights", damping=0), batches)
+    assert weights[0] <= scales[0] + 1e-6 and weights[0] < 0.99 * scales[0]
+
+
+def test_bias_free_projections_stay_bias_free_and_whole_layers_can_go():
+    model, batches, keep = _setup("llama")
+    keep[-1] = False
+    result = lsq_recover(model, keep, batches, method="weights")
+    assert all(b is None for b in result.biases)
+    assert torch.count_nonzero(result.weights[-1]) == 0
+    bert, bert_batches, bert_keep = _setup("bert")
+    bert_keep[-1] = False  # no head left: the refitted bias carries the layer's mean attention output
+    result = lsq_recover(bert, bert_keep, bert_batches, method="weights")
+    assert torch.count_nonzero(result.weights[-1]) == 0
+    assert not torch.allclose(result.biases[-1], arch.out_projections(bert)[-1].bias)
+
+
+def test_recovery_is_scoped_to_its_thread():
+    model, batches, keep = _setup("bert")
+    result = lsq_recover(model, keep, batches)
+    dense = forward_logits(model, batches[0])
+    seen = {}
+    entered, checked = threading.Event(), threading.Event()
+
+    def other():
+        entered.wait()
+        seen["other"] = forward_logits(model, batches[0])
+        checked.set()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    with torch.no_grad(), result.applied(model):
+        entered.set()
+        checked.wait(30)
+        mine = forward_logits(model, batches[0])
+    thread.join()
+    torch.testing.assert_close(seen["other"], dense)
+    assert not torch.allclose(mine, dense)
+
+
+def test_unchanged_mask_changes_nothing_and_bad_input_is_rejected():
     model, batches, _ = _setup("bert")
     full = torch.ones(arch.head_grid(model), dtype=torch.bool)
-    assert torch.equal(lsq_gates(model, full, batches), full.float())
+    for method in ("scales", "weights"):
+        result = lsq_recover(model, full, batches, method=method)
+        assert all(w is None for w in result.weights) and torch.equal(result.gates, full.float())
     with pytest.raises(ValueError, match="damping"):
-        lsq_gates(model, full, batches, damping=-1)
-    with pytest.raises(ValueError, match="gates must be shaped"):
-        bake_gates(model, torch.ones(2, 2))
+        lsq_recover(model, full, batches, damping=-1)
+    with pytest.raises(ValueError, match="method"):
+        lsq_recover(model, full, batches, method="magic")
+    with pytest.raises(ValueError, match="calibration batch"):
+        lsq_recover(model, full, [])
     with pytest.raises(ValueError, match="unpruned"):
-        lsq_gates(prune(model, ~torch.eye(*full.shape, dtype=torch.bool)), full, batches)
+        lsq_recover(prune(model, ~torch.eye(*full.shape, dtype=torch.bool)), full, batches)
+    other = tiny_model("bert", num_hidden_layers=2)
+    with pytest.raises(ValueError, match="recovery is for"):
+        lsq_recover(model, ~torch.eye(*full.shape, dtype=torch.bool), batches).bake(other)

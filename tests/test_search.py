@@ -58,19 +58,18 @@ def test_budget_never_violates_what_it_checked():
     assert evaluate(model, batches, keep)["accuracy"] >= info["dense"] - 0.05 - 1e-9
 
 
-def test_budget_with_recovery_holds_for_the_recovered_model():
+@pytest.mark.parametrize("method", ["scales", "weights"])
+def test_budget_with_recovery_holds_for_the_recovered_model(method):
     model = tiny_model("bert")
     batches = [tiny_batch(model, seed=s, batch_size=8) for s in range(3)]
     calib = [tiny_batch(model, seed=10 + s, batch_size=8) for s in range(2)]
-    keep, info = budget_mask(model, batches, _scores(model), max_drop=0.05, recover_batches=calib)
-    if info["heads_removed"]:
-        gates = info["gates"]
-        assert torch.equal(gates != 0, keep) and not torch.equal(gates, keep.float())  # rescaled, same heads
-        with gated(model, gates):
-            val = evaluate(model, batches)["accuracy"]
-        assert val >= info["dense"] - 0.05 - 1e-9 and info["val"] == pytest.approx(val)
-    else:
-        assert info["gates"] is None
+    keep, info = budget_mask(model, batches, _scores(model), max_drop=0.1, recover_batches=calib,
+                             recover_method=method)
+    recovery = info["recovery"]
+    assert info["heads_removed"] > 0 and recovery.method == method and torch.equal(recovery.keep, keep)
+    with recovery.applied(model):
+        val = evaluate(model, batches)["accuracy"]
+    assert val >= info["dense"] - 0.1 - 1e-9 and info["val"] == pytest.approx(val)
 
 
 def test_target_mask_reaches_flops_ratio():
