@@ -47,8 +47,6 @@ def _planned_forward(self, *args, **kwargs):
     if step is None:
         return original(self, *args, **kwargs)
     hidden = args[0] if args else kwargs["hidden_states"]
-    if step.skip:
-        return hidden
     if step.replace is not None:
         hidden = step.replace
         if args:
@@ -57,6 +55,8 @@ def _planned_forward(self, *args, **kwargs):
             kwargs["hidden_states"] = hidden
     if step.record is not None:
         step.record.append(hidden.detach())
+    if step.skip:
+        return hidden
     return original(self, *args, **kwargs)
 
 
@@ -74,14 +74,17 @@ def layer_plan(model: nn.Module, start: int = 0, start_input: torch.Tensor | Non
                record: list | None = None, end: int | None = None) -> Iterator[None]:
     """Within the block: layers < `start` and layers >= `end` (default: none) are skipped, layer `start` gets
     `start_input` (if given) as its input, and the inputs of the layers run are appended to `record` (if
-    given), in order. (With `end`, the model's output is meaningless: read what was recorded.)"""
+    given), in order, followed by the input of layer `end` (the last run layer's output) when there is one.
+    (With `end`, the model's own output is meaningless: read what was recorded.)"""
     blocks = _ensure_wrapped(model)
     end = len(blocks) if end is None else end
     if not 0 <= start < end <= len(blocks):
         raise ValueError(f"layers to run must satisfy 0 <= start < end <= {len(blocks)}, got {start}..{end}")
     plan = dict(_PLAN.get())
     for i, block in enumerate(blocks):
-        if i < start or i >= end:
+        if i == end:
+            plan[block] = _Step(skip=True, record=record)
+        elif i < start or i > end:
             plan[block] = _Step(skip=True)
         else:
             plan[block] = _Step(replace=start_input if i == start else None, record=record)

@@ -31,7 +31,7 @@ from torch import nn
 
 from . import arch
 from .evaluate import model_device, to_device
-from .prefix import capture_out_inputs, forward_logits, layer_plan
+from .prefix import capture_out_inputs, forward_logits, layer_plan, replay_attention
 
 Progress = Callable[[float, str], None]
 METHODS = ("scales", "weights")
@@ -149,24 +149,29 @@ class Recovery:
         return baked
 
 
-def _samples(model, batch: dict, upto: int, recovery: Recovery | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per layer <= `upto`: its block input (N, d) and raw (pre-gate) output-projection input (N, H*dh) on the
-    batch's non-padding tokens, running layers <= `upto` only, under `recovery` (None: the dense model)."""
-    blocks_in: list[torch.Tensor] = []
+def _run(model, batch: dict, start: int, start_input: torch.Tensor | None, end: int, recovery: Recovery | None,
+         replay: torch.Tensor | None = None) -> tuple[list, list, torch.Tensor | None]:
+    """Run layers start..end-1 of `model` on `batch` (layer `start` fed `start_input`, None: the embeddings)
+    under `recovery` (None: dense), layer `start`'s attention replayed from `replay` (its captured context)
+    if given. Returns each run layer's block input (B, T, d) and raw (pre-gate) output-projection input
+    (B, T, H*dh), and the last one's output (None after the last layer)."""
+    record: list[torch.Tensor] = []
     with contextlib.ExitStack() as stack:
         captured = stack.enter_context(capture_out_inputs(model))
-        stack.enter_context(layer_plan(model, 0, None, blocks_in, end=upto + 1))
+        stack.enter_context(layer_plan(model, start, start_input, record, end=end))
         if recovery is not None:
             stack.enter_context(recovery.applied(model))
+        if replay is not None:
+            stack.enter_context(replay_attention(model, start, replay))
         forward_logits(model, batch)
-    tokens = batch["attention_mask"].bool() if "attention_mask" in batch else None
-    out = []
-    for x, ctx in zip(blocks_in, captured):
-        ctx = ctx[-1]
-        if tokens is not None:
-            x, ctx = x[tokens], ctx[tokens]
-        out.append((x.reshape(-1, x.shape[-1]), ctx.reshape(-1, ctx.shape[-1])))
-    return out
+    runs = end - start
+    return record[:runs], [captured[layer][0] for layer in range(start, end)], (record[runs] if len(record) > runs else None)
+
+
+def _tokens(batch: dict, *tensors: torch.Tensor) -> list[torch.Tensor]:
+    """Each (B, T, k) tensor restricted to the batch's non-padding tokens, as (N, k)."""
+    keep = batch["attention_mask"].bool() if "attention_mask" in batch else None
+    return [(t if keep is None else t[keep]).reshape(-1, t.shape[-1]) for t in tensors]
 
 
 def _solve(gram: torch.Tensor, rhs: torch.Tensor, prior: torch.Tensor, damping: float, free: int = 0) -> torch.Tensor:
@@ -181,61 +186,69 @@ def _solve(gram: torch.Tensor, rhs: torch.Tensor, prior: torch.Tensor, damping: 
     return torch.linalg.solve(gram + reg, rhs + reg @ prior)
 
 
-def _fit_layer(model, batches, layer: int, keep: torch.Tensor, current: Recovery, method: str,
-               damping: float) -> Recovery:
-    """`current` with layer `layer` refitted (see the module doc)."""
-    proj = arch.out_projections(model)[layer]
-    heads, dh = arch.num_heads(model), arch.head_dim(model)
-    w0 = _in_out(proj).detach()  # (in, out)
-    kept = keep[layer].nonzero().flatten()
-    cols = keep[layer].repeat_interleave(dh).to(w0.device)
-    intercept = method == "weights" and proj.bias is not None
-    upstream_changed = not bool(keep[:layer].all())
-    size = len(kept) if method == "scales" else int(cols.sum()) + int(intercept)
-    if size == 0:  # no kept head and no bias: nothing to fit, the layer adds nothing
-        return current
-    gram = torch.zeros(size, size, dtype=torch.float64)
-    rhs = torch.zeros(size, *(() if method == "scales" else (w0.shape[1],)), dtype=torch.float64)
-    with torch.no_grad():
-        for batch in batches:
-            x_dense, ctx_dense = _samples(model, batch, layer, None)[layer]
-            x, ctx = _samples(model, batch, layer, current)[layer] if upstream_changed else (x_dense, ctx_dense)
-            y = (x_dense + ctx_dense @ w0 - x).double()  # what W·ctx + b must add: (N, out), bias cancels
-            if method == "scales":  # per-head terms W₀,h·ctx_h: (N, k, out)
-                terms = torch.einsum("nhk,hkd->nhd", ctx.unflatten(-1, (heads, dh))[:, kept],
-                                     w0.unflatten(0, (heads, dh))[kept]).double()
-                gram += torch.einsum("nkd,njd->kj", terms, terms).cpu()
-                rhs += torch.einsum("nkd,nd->k", terms, y).cpu()
-            else:
-                a = ctx[:, cols].double()
-                if intercept:
-                    a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype, device=a.device)], 1)
-                    y = y + proj.bias.double()
-                gram += (a.T @ a).cpu()
-                rhs += (a.T @ y).cpu()
-    bias = None if proj.bias is None else proj.bias.detach()
-    if method == "scales":
-        scales = _solve(gram, rhs, torch.ones(size, dtype=torch.float64), damping).float()
-        gates = current.gates.clone()
-        gates[layer, kept] = scales
-        scale = gates[layer].repeat_interleave(dh).to(w0)
-        return current._replaced(layer, _in_out(proj, w0 * scale[:, None]).clone(), bias, method, gates)
-    prior = w0[cols].double().cpu()
-    if intercept:
-        prior = torch.cat([prior, proj.bias.detach().double().cpu()[None]])
-    solution = _solve(gram, rhs, prior, damping, free=int(intercept)).to(w0)
-    weight = torch.zeros_like(w0)
-    weight[cols] = solution[:int(cols.sum())]
-    return current._replaced(layer, _in_out(proj, weight).contiguous(), solution[-1] if intercept else bias, method)
+class _LayerFit:
+    """Normal equations of one layer's least-squares problem, accumulated batch by batch, then solved."""
+
+    def __init__(self, model, layer: int, keep: torch.Tensor, method: str):
+        self.proj = arch.out_projections(model)[layer]
+        self.layer, self.method = layer, method
+        self.heads, self.dh = arch.num_heads(model), arch.head_dim(model)
+        self.w0 = _in_out(self.proj).detach()  # (in, out)
+        self.kept = keep[layer].nonzero().flatten()
+        self.cols = keep[layer].repeat_interleave(self.dh).to(self.w0.device)
+        self.intercept = method == "weights" and self.proj.bias is not None
+        size = len(self.kept) if method == "scales" else int(self.cols.sum()) + int(self.intercept)
+        self.gram = torch.zeros(size, size, dtype=torch.float64)
+        self.rhs = torch.zeros(size, *(() if method == "scales" else (self.w0.shape[1],)), dtype=torch.float64)
+
+    def add(self, x_dense: torch.Tensor, ctx_dense: torch.Tensor, x: torch.Tensor, ctx: torch.Tensor) -> None:
+        """One batch's tokens (N, ·): dense block input and context, and the same under the recovery so far."""
+        y = (x_dense + ctx_dense @ self.w0 - x).double()  # what W·ctx + b must add (N, out); b₀ cancels
+        if self.method == "scales":  # per-head terms W₀,h·ctx_h: (N, k, out)
+            terms = torch.einsum("nhk,hkd->nhd", ctx.unflatten(-1, (self.heads, self.dh))[:, self.kept],
+                                 self.w0.unflatten(0, (self.heads, self.dh))[self.kept]).double()
+            self.gram += torch.einsum("nkd,njd->kj", terms, terms).cpu()
+            self.rhs += torch.einsum("nkd,nd->k", terms, y).cpu()
+            return
+        a = ctx[:, self.cols].double()
+        if self.intercept:
+            a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype, device=a.device)], 1)
+            y = y + self.proj.bias.double()
+        self.gram += (a.T @ a).cpu()
+        self.rhs += (a.T @ y).cpu()
+
+    def solved(self, current: Recovery, damping: float) -> Recovery:
+        """`current` with this layer's projection replaced by the least-squares solution."""
+        proj, w0, cols = self.proj, self.w0, self.cols
+        bias = None if proj.bias is None else proj.bias.detach()
+        if self.gram.shape[0] == 0:  # no kept head and no bias: nothing to fit, the layer adds nothing
+            return current
+        if self.method == "scales":
+            gates = current.gates.clone()
+            gates[self.layer, self.kept] = _solve(self.gram, self.rhs, torch.ones(len(self.kept), dtype=torch.float64),
+                                                  damping).float()
+            scale = gates[self.layer].repeat_interleave(self.dh).to(w0)
+            return current._replaced(self.layer, _in_out(proj, w0 * scale[:, None]).clone(), bias, "scales", gates)
+        prior = w0[cols].double().cpu()
+        if self.intercept:
+            prior = torch.cat([prior, proj.bias.detach().double().cpu()[None]])
+        solution = _solve(self.gram, self.rhs, prior, damping, free=int(self.intercept)).to(w0)
+        weight = torch.zeros_like(w0)
+        weight[cols] = solution[: int(cols.sum())]
+        return current._replaced(self.layer, _in_out(proj, weight).contiguous(),
+                                 solution[-1] if self.intercept else bias, "weights")
 
 
+@torch.no_grad()
 def lsq_recover(model, keep, calib_batches: list[dict], *, method: str = "weights", damping: float | None = None,
-            progress: Progress | None = None) -> Recovery:
+                progress: Progress | None = None) -> Recovery:
     """Least-squares recovery of `model` masked by `keep` on `calib_batches` (see the module doc).
 
     `damping` (default 1e-2 for "scales", 1e-3 for "weights") scales the ridge term relative to the mean
-    diagonal of the normal equations. Cost: per layer with anything removed at or below it, two passes over
-    the calibration batches through that layer; memory: the normal equations, ((H·dh + 1)² + (H·dh + 1)·d).
+    diagonal of the normal equations. Each layer runs once per batch from cached block inputs for the dense
+    model, once for the recovery so far, and once more with its attention replayed to pass the refitted
+    output on: about 2.5 forward passes over the calibration data in all. Memory: three (B, T, d) tensors
+    per calibration batch, and the normal equations ((H·dh + 1)² + (H·dh + 1)·d numbers).
     Evaluate with `result.applied(model)`; save with `prune(result.bake(model), keep)`.
     """
     _check_model(model)
@@ -250,9 +263,29 @@ def lsq_recover(model, keep, calib_batches: list[dict], *, method: str = "weight
         raise ValueError("least-squares recovery needs at least one calibration batch")
     result = Recovery.of_mask(model, keep)
     layers = len(keep)
+    dense_in: list = [None] * len(batches)  # each batch's input to this layer in the dense model (None: embeddings)
+    current_in: list = dense_in  # ... and under the recovery so far (the same until a layer changes)
     for layer in range(layers):
-        if not bool(keep[: layer + 1].all()):  # else this layer still sees and computes the dense values
-            result = _fit_layer(model, batches, layer, keep, result, method, damping)
+        changed_below = not bool(keep[:layer].all())
+        fit = _LayerFit(model, layer, keep, method) if not bool(keep[: layer + 1].all()) else None
+        next_dense, contexts = [], []
+        for i, batch in enumerate(batches):
+            (x_dense,), (ctx_dense,), following = _run(model, batch, layer, dense_in[i], layer + 1, None)
+            next_dense.append(following)
+            if changed_below:
+                (x,), (ctx,), _ = _run(model, batch, layer, current_in[i], layer + 1, result)
+            else:
+                x, ctx = x_dense, ctx_dense
+            if fit is not None:
+                fit.add(*_tokens(batch, x_dense, ctx_dense, x, ctx))
+                contexts.append(ctx)
+        if fit is not None:
+            result = fit.solved(result, damping)
+            current_in = [_run(model, batch, layer, current_in[i], layer + 1, result, replay=contexts[i])[2]
+                          for i, batch in enumerate(batches)]
+        else:
+            current_in = next_dense
+        dense_in = next_dense
         if progress is not None:
             progress((layer + 1) / layers, f"layer {layer + 1}/{layers} refitted ({method})")
     return Recovery(result.keep, method, result.weights, result.biases, result.gates)
@@ -270,8 +303,11 @@ def reconstruction_error(model, recovery: Recovery, calib_batches: list[dict]) -
     errors = torch.zeros(len(projections), dtype=torch.float64)
     norms = torch.zeros(len(projections), dtype=torch.float64)
     for batch in batches:
-        dense, current = _samples(model, batch, last, None), _samples(model, batch, last, recovery)
-        for layer, (proj, (x_dense, ctx_dense), (x, ctx)) in enumerate(zip(projections, dense, current)):
+        dense = _run(model, batch, 0, None, last + 1, None)
+        current = _run(model, batch, 0, None, last + 1, recovery)
+        for layer, proj in enumerate(projections):
+            x_dense, ctx_dense, x, ctx = _tokens(batch, dense[0][layer], dense[1][layer], current[0][layer],
+                                                 current[1][layer])
             dense_attn = _project(proj, ctx_dense, proj.weight, None)
             refit = recovery.weights[layer] is not None
             out = x + _project(proj, ctx, recovery.weights[layer] if refit else proj.weight,

@@ -110,6 +110,11 @@ def test_layer_plan_is_scoped_and_validated():
         forward_logits(model, batch)
     assert len(record) == arch.num_layers(model)
     torch.testing.assert_close(_full(model, batch, None), dense)  # plan gone after the block
+    one: list = []
+    with torch.no_grad(), layer_plan(model, 1, record[1], one, end=2):  # layer 1 alone, from its cached input
+        forward_logits(model, batch)
+    assert len(one) == 2  # its input, then its output (= layer 2's input)
+    torch.testing.assert_close(one[1], record[2])
     with pytest.raises(ValueError, match="layers to run must satisfy"):
         with layer_plan(model, 7):
             pass
