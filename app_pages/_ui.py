@@ -143,18 +143,23 @@ def calibration_batches() -> tuple[list, str]:
 
 
 def recover_mask(keep_mask: torch.Tensor, method: str) -> dict:
-    """Least-squares recovery of `keep_mask` and its metrics on the live set, kept in the session (one at a
-    time) so the export page can include it: {mask, method, recovery, result, calibrated_on}."""
-    from headprune.evaluate import evaluate
+    """Least-squares recovery of `keep_mask` on `calibration_batches`, remembered (`remember_recovery`)."""
     from headprune.recover import lsq_recover
 
-    w = workload()
     batches, described = calibration_batches()
-    recovery = lsq_recover(w.model, keep_mask, batches, method=method)
+    return remember_recovery(lsq_recover(workload().model, keep_mask, batches, method=method), described)
+
+
+def remember_recovery(recovery, calibrated_on: str) -> dict:
+    """Evaluate a `headprune.recover.Recovery` on the live set and keep it in the session (one at a time) so
+    the Prune page shows it and the Export page can include it: {mask, method, recovery, result, calibrated_on}."""
+    from headprune.evaluate import evaluate
+
+    w = workload()
     with recovery.applied(w.model):
         result = evaluate(w.model, w.batches, task=w.loaded.task)
-    record = {"mask": f"{w.key}|{encode_mask(keep_mask)}", "method": method, "recovery": recovery, "result": result,
-              "calibrated_on": described}
+    record = {"mask": f"{w.key}|{encode_mask(recovery.keep)}", "method": recovery.method, "recovery": recovery,
+              "result": result, "calibrated_on": calibrated_on}
     st.session_state["recovered"] = record
     return record
 

@@ -222,15 +222,22 @@ with budget:
                f"({len(w.df)} examples). A small set is noisy: check the mask on held-out data (CLI: "
                "`headprune prune --budget`, `headprune eval --mask`).")
     drop = st.slider("largest accuracy drop (points)", 0.0, 20.0, 1.0, 0.5, key="budget_drop")
+    judge_recovered = st.checkbox("judge each candidate after least-squares recovery (refit; slower, removes more)",
+                                  key="budget_recover", disabled=recover is None)
     if st.button("Find the smallest model within budget"):
         try:
             if search is None or not metrics:
                 raise ValueError("needs headprune.search and headprune.score, not available yet")
             with st.spinner("searching (evaluates many masks)…"):
                 s = ui.compute_scores(metric or metrics[0])
-                new, info = search.budget_mask(model, w.batches, s, max_drop=drop / 100)
-            ui.set_keep(torch.as_tensor(new).bool())
-            ss["last_action"] = f"budget mask: {int(torch.as_tensor(new).sum())} heads kept"
+                calib, described = ui.calibration_batches() if judge_recovered else (None, "")
+                new, info = search.budget_mask(model, w.batches, s, max_drop=drop / 100, recover_batches=calib)
+            new = torch.as_tensor(new).bool()
+            ui.set_keep(new)
+            if info["recovery"] is not None:
+                ui.remember_recovery(info["recovery"], described)
+            ss["last_action"] = (f"budget mask: {int(new.sum())} heads kept"
+                                 + (" (least-squares recovered: see Retraining-free recovery)" if judge_recovered else ""))
             st.rerun()
         except Exception as exc:
             ui.error("Could not build a budget mask", exc)

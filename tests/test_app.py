@@ -240,3 +240,9 @@ def test_automatic_masks_and_recovery_buttons_on_the_prune_page(app):
     next(b for b in app.button if b.label == "Find the smallest model within budget").click().run()
     _no_exceptions(app)
     assert not app.error, [e.value for e in app.error]
+    app.checkbox(key="budget_recover").check().run()
+    next(b for b in app.button if b.label == "Find the smallest model within budget").click().run()
+    _no_exceptions(app)
+    assert not app.error, [e.value for e in app.error]
+    assert "least-squares recovered" in app.session_state["last_action"]
+    assert any(m.label.endswith("after recovery (weights)") for m in app.metric)  # the search's own recovery
