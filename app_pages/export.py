@@ -95,7 +95,8 @@ if st.button("Write the pruned model", type="primary"):
         with st.spinner("pruning, saving, reloading and comparing outputs…"):
             meta = json.loads(text)["meta"]
             if with_recovery:
-                meta = {**meta, "recovery": {"method": recovered["method"], "calibrated_on": recovered["calibrated_on"]}}
+                meta = {**meta, "recovery": {"method": recovered["method"], "target": recovered["recovery"].target,
+                                              "calibrated_on": recovered["calibrated_on"]}}
             ss["exported"] = (code, export_pruned(w, keep, folder, meta=meta,
                                                   recovery=recovered["recovery"] if with_recovery else None))
     except Exception as exc:
@@ -105,7 +106,8 @@ if done and done[0] == code:
     result = done[1]
     (st.success if result["matches"] else st.error)(
         f"Wrote {result['path']} in {format_seconds(result['seconds'])}: reloaded outputs "
-        f"{'match' if result['matches'] else 'DIFFER from'} the {'recovered' if result['recovered'] else 'masked'} model (max |Δlogit| = {result['max_abs_diff']:.2e}); "
+        f"{'match' if result['matches'] else 'DIFFER from'} the {'recovered' if result['recovered'] else 'masked'} "
+        f"model (max |Δlogit| = {result['max_abs_diff']:.2e}); "
         f"parameters {result['params_before'] / 1e6:.2f} M → {result['params_after'] / 1e6:.2f} M.")
 
 # ------------------------------------------------------------------------------------------ recovery fine-tune

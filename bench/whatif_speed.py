@@ -110,6 +110,8 @@ def main(argv=None) -> dict:
                         help="budget: iterative ranking stops after this fraction (the rest keep their last order)")
     parser.add_argument("--recover-method", default="weights", choices=["weights", "scales"],
                         help="budget: least-squares recovery: refit the kept heads' projection, or rescale each head")
+    parser.add_argument("--recover-target", default="auto", choices=["auto", "dense", "local"],
+                        help="budget: fit layers to the dense model's output or to the dense attention on the pruned input")
     parser.add_argument("--lsq-calib", type=int, default=2048,
                         help="budget: training tweets (another sample than the ranking's) that calibrate least squares")
     parser.add_argument("--no-recover", action="store_true",
@@ -203,12 +205,13 @@ def budget_part(model, tok, test, args, out):
     evaluator = LiveEvaluator(model, budget_val, max_cache_bytes=8 << 30) if args.no_recover else None  # ~4 GB
     keep, info = budget_mask(model, budget_val, scores, max_drop=args.max_drop, greedy=args.greedy, evaluator=evaluator,
                              recover_batches=None if args.no_recover else lsq_calib, recover_method=args.recover_method,
+                             recover_target=args.recover_target,
                              progress=lambda f, msg: print(f"  [{time.perf_counter() - start:6.0f} s] {msg}", flush=True))
     out["budget_seconds"] = time.perf_counter() - start
     recovery = info.pop("recovery")
     if recovery is None:
         start = time.perf_counter()
-        recovery = lsq_recover(model, keep, lsq_calib, method=args.recover_method)
+        recovery = lsq_recover(model, keep, lsq_calib, method=args.recover_method, target=args.recover_target)
         out["lsq_seconds"] = time.perf_counter() - start
     dense_test = evaluate(model, test)["accuracy"]
     masked_test = evaluate(model, test, keep)["accuracy"]
@@ -222,7 +225,8 @@ def budget_part(model, tok, test, args, out):
                 "budget_order": f"{args.order} {args.order_metric}", "budget_recover_in_search": not args.no_recover,
                 "budget_heads_removed_frac": info["fraction_removed"],
                 "budget_heads_per_layer": keep.sum(-1).tolist(), "budget_mask": keep.int().tolist(),
-                "budget_recover_method": args.recover_method, "budget_lsq_calib": args.lsq_calib,
+                "budget_recover_method": args.recover_method, "budget_recover_target": recovery.target,
+                "budget_lsq_calib": args.lsq_calib,
                 "budget_gates": recovery.gates.tolist(), "dense_test_acc": dense_test, "budget_val_acc_masked": masked_val,
                 "budget_test_acc": masked_test, "budget_test_acc_drop": dense_test - masked_test,
                 "lsq_val_acc": lsq_val, "lsq_test_acc": lsq_test, "budget_test_acc_drop_lsq": dense_test - lsq_test,

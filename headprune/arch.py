@@ -38,6 +38,8 @@ class Adapter:
     count_attrs: attributes of the attention module to keep equal to (query heads, kv heads, head_dim).
     explicit_head_dim: the config carries `head_dim`, so uniformly pruned models load with plain
         `from_pretrained`.
+    post_norm: blocks normalise after each residual sum (BERT-style); otherwise before each sub-block
+        (GPT-2, Llama, ViT), so the residual stream itself is never normalised.
     """
 
     family: str
@@ -52,6 +54,7 @@ class Adapter:
     fused_qkv: str = ""
     gqa: bool = False
     explicit_head_dim: bool = False
+    post_norm: bool = False
     update_counts: Callable[[nn.Module, int, int, int], None] | None = None
 
 
@@ -89,6 +92,7 @@ _BERT_LIKE = dict(
     v="attention.self.value",
     o="attention.output.dense",
     o_inside_attention=False,
+    post_norm=True,
     update_counts=_bert_counts,
 )
 _LLAMA_LIKE = dict(
@@ -118,6 +122,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         v="attention.v_lin",
         o="attention.out_lin",
         o_inside_attention=True,
+        post_norm=True,
         update_counts=_distilbert_counts,
     ),
     Adapter(

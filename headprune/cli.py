@@ -270,6 +270,10 @@ def build_prune(parser: argparse.ArgumentParser) -> None:
                      help="retraining-free least-squares recovery (label-free): refit the kept heads' output "
                           "projection (weights, the default) or only rescale each kept head (scales); with --budget, "
                           "every candidate is judged after it; the saved model carries the refit")
+    how.add_argument("--recover-target", default="auto", choices=["auto", "dense", "local"],
+                     help="--recover: fit each layer to the dense model's output (dense, corrects upstream error) or "
+                          "to the dense attention on the pruned input (local); auto: dense for BERT-style post-norm "
+                          "blocks, local for pre-norm decoders")
     how.add_argument("--calib-split", default=None, metavar="SPLIT",
                      help="--recover: calibrate on this split of --data (e.g. train; default: --split, the data "
                           "the budget is judged on, which makes the judgement optimistic)")
@@ -334,6 +338,7 @@ def run_prune(args: argparse.Namespace) -> dict:
                 keep, info = budget_mask(model, batches, scores, max_drop=args.budget / 100, greedy=args.greedy,
                                          recover_batches=calib if args.recover else None,
                                          recover_method=args.recover or "weights",
+                                         recover_target=args.recover_target,
                                          min_heads_per_layer=args.min_heads_per_layer, unit_mode=args.unit_mode,
                                          progress=bar)
         else:
@@ -343,11 +348,13 @@ def run_prune(args: argparse.Namespace) -> dict:
     recovery = info.get("recovery")
     if args.recover and recovery is None and not bool(keep.all()):
         with progress_bar(args, f"least-squares recovery ({args.recover})") as bar:
-            recovery = lsq_recover(model, keep, calib, method=args.recover, progress=bar)
+            recovery = lsq_recover(model, keep, calib, method=args.recover, target=args.recover_target,
+                                   progress=bar)
     pruned = prune(recovery.bake(model) if recovery is not None else model, keep)
     how = {"mask": args.mask, "metric": None if args.mask else args.metric, "fraction": args.fraction,
            "heads": args.heads, "budget_points": args.budget, "iterative_step": args.iterative,
            "recovered": None if recovery is None else recovery.method,
+           "recover_target": None if recovery is None else recovery.target,
            "calib_split": None if recovery is None else (args.calib_split or args.split),
            "data": args.data, "split": args.split}
     meta = {"source_model": loaded.model_id, "pruned_by": "headprune prune", **how}
@@ -368,7 +375,8 @@ def render_prune(result: dict) -> str:
         lines.append("search      " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                               for k, v in result["search"].items()))
     if result["recovered"]:
-        lines.append(f"recovered   least squares ({result['recovered']}), calibrated on {result['calib_split']}")
+        lines.append(f"recovered   least squares ({result['recovered']}, {result['recover_target']} target), "
+                     f"calibrated on {result['calib_split']}")
     lines.append(f"saved to    {result['out']} (headprune.load_pruned, or --model {result['out']})")
     return "\n".join(lines)
 

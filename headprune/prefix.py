@@ -167,6 +167,13 @@ def forward_logits(model: nn.Module, batch: dict, **kwargs) -> torch.Tensor:
     return model(**_model_inputs(batch), **extra, **kwargs).logits
 
 
+def forward_backbone(model: nn.Module, batch: dict) -> None:
+    """Run only the backbone (`model.base_model`: embeddings and blocks, no task head) on one batch, for
+    what hooks and layer plans record; a language model's vocabulary projection can cost more than a block."""
+    extra = {"use_cache": False} if arch.task_of(model) == "causal-lm" else {}
+    model.base_model(**_model_inputs(batch), **extra)
+
+
 class PrefixCache:
     """Every layer's input hidden states, per batch, under a reference keep mask; with `contexts=True` also
     every layer's output-projection input (`capture_out_inputs`), replayed at the first re-run layer.

@@ -1,12 +1,23 @@
 """Retraining-free recovery after masking: least-squares refits of the attention output projections.
 
-Layer by layer (upstream layers already recovered, as in Kwon et al. 2022), the attention sub-block output
-plus its residual, x + W·ctx(x) + b (x = the recovered pruned model's block input, ctx = the kept heads'
-context vectors), is fitted to the dense model's x' + W₀·ctx(x') + b₀ on calibration tokens (padding
-excluded). Both methods are closed-form ridge least squares:
+Layer by layer, on calibration tokens (padding excluded), the masked attention sub-block's output plus its
+residual, x + W·ctx(x) + b (x = the block input of the pruned model recovered so far, ctx = the kept heads'
+context vectors), is fitted to a target. Two targets:
 
-* "scales": one scale per kept head, W = W₀·diag(m), pulled towards 1 (Kwon et al. 2022, *A Fast
-  Post-Training Pruning Framework for Transformers*, §4.3 "mask tuning"). A dozen numbers a layer.
+* "dense" (Kwon et al. 2022, *A Fast Post-Training Pruning Framework for Transformers*): the dense model's
+  x' + W₀·ctx(x') + b₀, so each layer also corrects the error accumulated upstream.
+* "local": the dense attention on the pruned model's own input, x + W₀·ctx_all(x) + b₀, so each layer only
+  makes up for its own removed heads.
+
+"auto" picks "dense" for post-norm blocks (BERT-style: the sum is normalised next, and correcting upstream
+error helps) and "local" for pre-norm blocks (GPT-2, Llama, ViT), where the residual stream is never
+normalised: asking attention to cancel upstream residual error there hurts (SmolLM2-135M, a third of the
+heads removed: per-head scales towards "dense" raised the loss from 8.07 masked to 11.44, towards "local"
+lowered it to 7.73; refitted weights 6.58 vs 5.88; dense 5.56). Both methods are closed-form ridge least
+squares:
+
+* "scales": one scale per kept head, W = W₀·diag(m), pulled towards 1 (Kwon et al. 2022, §4.3 "mask
+  tuning"). A dozen numbers a layer.
 * "weights": the kept heads' output-projection columns and the bias (when the projection has one) are
   refitted, pulled towards W₀, b₀. It also absorbs what a removed head contributed along directions the kept
   heads' contexts span, and its mean through the bias (cf. FLAP's bias compensation, An et al. 2024).
@@ -22,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -31,10 +43,11 @@ from torch import nn
 
 from . import arch
 from .evaluate import model_device, to_device
-from .prefix import capture_out_inputs, forward_logits, layer_plan, replay_attention
+from .prefix import capture_out_inputs, forward_backbone, layer_plan, replay_attention
 
 Progress = Callable[[float, str], None]
 METHODS = ("scales", "weights")
+TARGETS = ("auto", "dense", "local")
 DEFAULT_DAMPING = {"scales": 1e-2, "weights": 1e-3}
 
 # output projection -> (weight, bias) replacing its own within this context
@@ -80,6 +93,7 @@ class Recovery:
     keep: (L, H) bool mask. method: "mask" (nothing refitted), "scales" or "weights". weights / biases: per
     layer the projection's new weight (its own layout, removed heads' input slices zero) and bias, or None
     where the layer is unchanged. gates: (L, H) float, each head's scale ("scales"; the mask elsewhere).
+    target: what the layers were fitted to ("dense" or "local"; "" for plain masking).
     """
 
     keep: torch.Tensor
@@ -87,6 +101,7 @@ class Recovery:
     weights: tuple[torch.Tensor | None, ...]
     biases: tuple[torch.Tensor | None, ...]
     gates: torch.Tensor
+    target: str = ""
 
     @classmethod
     def of_mask(cls, model, keep) -> "Recovery":
@@ -109,7 +124,8 @@ class Recovery:
                   gates: torch.Tensor | None = None) -> "Recovery":
         weights, biases = list(self.weights), list(self.biases)
         weights[layer], biases[layer] = weight, bias
-        return Recovery(self.keep, method, tuple(weights), tuple(biases), self.gates if gates is None else gates)
+        return Recovery(self.keep, method, tuple(weights), tuple(biases), self.gates if gates is None else gates,
+                        self.target)
 
     def _check(self, model) -> list[nn.Module]:
         projections = arch.out_projections(model)
@@ -163,7 +179,7 @@ def _run(model, batch: dict, start: int, start_input: torch.Tensor | None, end: 
             stack.enter_context(recovery.applied(model))
         if replay is not None:
             stack.enter_context(replay_attention(model, start, replay))
-        forward_logits(model, batch)
+        forward_backbone(model, batch)
     runs = end - start
     return record[:runs], [captured[layer][0] for layer in range(start, end)], (record[runs] if len(record) > runs else None)
 
@@ -202,7 +218,8 @@ class _LayerFit:
         self.rhs = torch.zeros(size, *(() if method == "scales" else (self.w0.shape[1],)), dtype=torch.float64)
 
     def add(self, x_dense: torch.Tensor, ctx_dense: torch.Tensor, x: torch.Tensor, ctx: torch.Tensor) -> None:
-        """One batch's tokens (N, ·): dense block input and context, and the same under the recovery so far."""
+        """One batch's tokens (N, ·): the target's block input and context (the dense model's, or for the
+        "local" target the pruned model's own), then the pruned model's under the recovery so far."""
         y = (x_dense + ctx_dense @ self.w0 - x).double()  # what W·ctx + b must add (N, out); b₀ cancels
         if self.method == "scales":  # per-head terms W₀,h·ctx_h: (N, k, out)
             terms = torch.einsum("nhk,hkd->nhd", ctx.unflatten(-1, (self.heads, self.dh))[:, self.kept],
@@ -240,20 +257,26 @@ class _LayerFit:
 
 
 @torch.no_grad()
-def lsq_recover(model, keep, calib_batches: list[dict], *, method: str = "weights", damping: float | None = None,
-                progress: Progress | None = None) -> Recovery:
-    """Least-squares recovery of `model` masked by `keep` on `calib_batches` (see the module doc).
+def lsq_recover(model, keep, calib_batches: list[dict], *, method: str = "weights", target: str = "auto",
+                damping: float | None = None, progress: Progress | None = None) -> Recovery:
+    """Least-squares recovery of `model` masked by `keep` on `calib_batches` (see the module doc for
+    `method` and `target`).
 
     `damping` (default 1e-2 for "scales", 1e-3 for "weights") scales the ridge term relative to the mean
-    diagonal of the normal equations. Each layer runs once per batch from cached block inputs for the dense
-    model, once for the recovery so far, and once more with its attention replayed to pass the refitted
-    output on: about 2.5 forward passes over the calibration data in all. Memory: three (B, T, d) tensors
-    per calibration batch, and the normal equations ((H·dh + 1)² + (H·dh + 1)·d numbers).
-    Evaluate with `result.applied(model)`; save with `prune(result.bake(model), keep)`.
+    diagonal of the normal equations. Each layer runs once per batch from cached block inputs for the
+    recovery so far, once more with its attention replayed to pass the refitted output on, and (target
+    "dense") once for the dense model: two to three forward passes over the calibration data in all, without
+    the task head. Memory: up to three (B, T, d) tensors per calibration batch, and the normal equations
+    ((H·dh + 1)² + (H·dh + 1)·d numbers). Evaluate with `result.applied(model)`; save with
+    `prune(result.bake(model), keep)`.
     """
     _check_model(model)
     if method not in METHODS:
         raise ValueError(f"recovery method must be one of {', '.join(METHODS)}, got {method!r}")
+    if target not in TARGETS:
+        raise ValueError(f"recovery target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if target == "auto":
+        target = "dense" if arch.adapter_for(model).post_norm else "local"
     damping = DEFAULT_DAMPING[method] if damping is None else damping
     if damping < 0:
         raise ValueError(f"damping must be >= 0, got {damping}")
@@ -261,23 +284,25 @@ def lsq_recover(model, keep, calib_batches: list[dict], *, method: str = "weight
     batches = [to_device(b, model_device(model)) for b in calib_batches]
     if not batches:
         raise ValueError("least-squares recovery needs at least one calibration batch")
-    result = Recovery.of_mask(model, keep)
+    result = dataclasses.replace(Recovery.of_mask(model, keep), target=target)
     layers = len(keep)
     dense_in: list = [None] * len(batches)  # each batch's input to this layer in the dense model (None: embeddings)
     current_in: list = dense_in  # ... and under the recovery so far (the same until a layer changes)
     for layer in range(layers):
         changed_below = not bool(keep[:layer].all())
         fit = _LayerFit(model, layer, keep, method) if not bool(keep[: layer + 1].all()) else None
+        track_dense = target == "dense" or not changed_below  # "local" never needs the dense stream again
         next_dense, contexts = [], []
         for i, batch in enumerate(batches):
-            (x_dense,), (ctx_dense,), following = _run(model, batch, layer, dense_in[i], layer + 1, None)
-            next_dense.append(following)
             if changed_below:
                 (x,), (ctx,), _ = _run(model, batch, layer, current_in[i], layer + 1, result)
-            else:
-                x, ctx = x_dense, ctx_dense
+            if track_dense:
+                (x_dense,), (ctx_dense,), following = _run(model, batch, layer, dense_in[i], layer + 1, None)
+                next_dense.append(following)
+                if not changed_below:
+                    x, ctx = x_dense, ctx_dense
             if fit is not None:
-                fit.add(*_tokens(batch, x_dense, ctx_dense, x, ctx))
+                fit.add(*_tokens(batch, *((x_dense, ctx_dense) if target == "dense" else (x, ctx)), x, ctx))
                 contexts.append(ctx)
         if fit is not None:
             result = fit.solved(result, damping)
@@ -287,8 +312,8 @@ def lsq_recover(model, keep, calib_batches: list[dict], *, method: str = "weight
             current_in = next_dense
         dense_in = next_dense
         if progress is not None:
-            progress((layer + 1) / layers, f"layer {layer + 1}/{layers} refitted ({method})")
-    return Recovery(result.keep, method, result.weights, result.biases, result.gates)
+            progress((layer + 1) / layers, f"layer {layer + 1}/{layers} refitted ({method}, {target} target)")
+    return dataclasses.replace(result, method=method)
 
 
 @torch.no_grad()

@@ -214,7 +214,8 @@ def random_baseline(model, batches, fractions: Sequence[float], *, seeds: Sequen
 
 def budget_mask(model, val_batches, scores: torch.Tensor, *, max_drop: float = 0.01, metric_key: str = "accuracy",
                 min_heads_per_layer: int = 1, unit_mode: str = "head", greedy: bool = False,
-                recover_batches: list[dict] | None = None, recover_method: str = "weights", evaluator=None,
+                recover_batches: list[dict] | None = None, recover_method: str = "weights",
+                recover_target: str = "auto", evaluator=None,
                 progress: Progress | None = None) -> tuple[torch.Tensor, dict]:
     """The largest set of heads found whose removal keeps `metric_key` (higher = better) on `val_batches`
     at least dense − `max_drop`.
@@ -226,7 +227,7 @@ def budget_mask(model, val_batches, scores: torch.Tensor, *, max_drop: float = 0
        on minilm-tweets with 512 validation tweets it reached 64% of heads within budget but lost 3.7 test
        points. Use it with thousands of validation examples.
     `recover_batches`: judge every candidate after retraining-free least-squares recovery
-    (`headprune.recover.lsq_recover` with `recover_method`, calibrated on these batches; keep them apart from
+    (`headprune.recover.lsq_recover` with `recover_method` and `recover_target`, calibrated on these batches; keep them apart from
     `val_batches`), so the budget holds for the recovered model; info["recovery"] then holds it (evaluate
     with `recovery.applied(model)`). Each candidate is then a full evaluation and `evaluator` is not used.
     The returned mask is always one that was evaluated and met the budget. info: heads_removed,
@@ -247,7 +248,7 @@ def budget_mask(model, val_batches, scores: torch.Tensor, *, max_drop: float = 0
         steps += 1
         if recover_batches is None:
             return evaluator.evaluate(keep)[metric_key], None
-        recovery = lsq_recover(model, keep, recover_batches, method=recover_method)
+        recovery = lsq_recover(model, keep, recover_batches, method=recover_method, target=recover_target)
         with recovery.applied(model):
             return evaluate(model, val_batches)[metric_key], recovery
 

@@ -89,7 +89,7 @@ def test_prune_iterative_recovered_budget_saves_the_recovered_model(workload, ca
     assert code == 0, out.err
     result = json.loads(out.out)
     assert result["heads_kept"] == 2 and result["recovered"] == method and result["iterative_step"] == 0.25
-    assert result["calib_split"] == "train"
+    assert result["calib_split"] == "train" and result["recover_target"] == "dense"  # a BERT model: post-norm
     loaded = load_model(str(folder))
     keep = read_mask(tmp_path / "r.json", loaded.model)
     df = load_data(str(csv), split="validation", label2id=loaded.label2id)

@@ -53,6 +53,20 @@ def test_refitting_whole_columns_fits_at_least_as_well_as_scales(family):
     assert weights[0] <= scales[0] + 1e-6 and weights[0] < 0.99 * scales[0]
 
 
+@pytest.mark.parametrize("family, auto", [("bert", "dense"), ("distilbert", "dense"), ("gpt2", "local"), ("llama", "local")])
+def test_targets_agree_on_the_first_changed_layer_and_auto_follows_the_norm_placement(family, auto):
+    """Upstream of the first changed layer nothing differs, so fitting the dense model's output or the dense
+    attention on the pruned input is the same problem there; later layers differ."""
+    model, batches, keep = _setup(family)
+    dense = lsq_recover(model, keep, batches, target="dense")
+    local = lsq_recover(model, keep, batches, target="local")
+    assert (dense.target, local.target, lsq_recover(model, keep, batches).target) == ("dense", "local", auto)
+    torch.testing.assert_close(dense.weights[0], local.weights[0])
+    assert not torch.allclose(dense.weights[1], local.weights[1])
+    with pytest.raises(ValueError, match="target"):
+        lsq_recover(model, keep, batches, target="global")
+
+
 def test_bias_free_projections_stay_bias_free_and_whole_layers_can_go():
     model, batches, keep = _setup("llama")
     keep[-1] = False
