@@ -78,6 +78,9 @@ def test_bias_free_projections_stay_bias_free_and_whole_layers_can_go():
     result = lsq_recover(bert, bert_keep, bert_batches, method="weights")
     assert torch.count_nonzero(result.weights[-1]) == 0
     assert not torch.allclose(result.biases[-1], arch.out_projections(bert)[-1].bias)
+    with result.applied(bert):
+        expected = evaluate(bert, bert_batches)["loss"]
+    assert evaluate(prune(result.bake(bert), bert_keep), bert_batches)["loss"] == pytest.approx(expected, rel=1e-4)
 
 
 def test_recovery_is_scoped_to_its_thread():
