@@ -83,7 +83,7 @@ if upload is not None and ss.get("mask_upload_done") != upload.file_id:
 st.subheader("2 · Pruned model folder")
 st.caption("Heads are physically removed (smaller weights, faster); the folder reloads with "
            "`headprune.load_pruned` (Llama-family models that keep as many heads in every layer also load with plain `from_pretrained`). "
-           "It is checked by reloading it and comparing its outputs with the masked model.")
+           "It is checked by reloading it and comparing its outputs with the masked (or recovered) model.")
 default = str(Path.home() / "headprune-exports" / f"{name}-{kept}heads")
 folder = st.text_input("Folder", value=default, key="export_folder")
 recovered = ui.recovered_for(keep)

@@ -244,8 +244,13 @@ def run_the_tour(pg, server) -> None:
     go(pg, "Prune")
     assert [1, 2] in removed_heads(pg)  # the mask survived the page switch
     assert metric_value(pg, "heads kept").startswith(f"{int(total) - 1} / ")
+    pg.get_by_role("button", name="Recover", exact=True).click()  # least-squares refit of this mask
+    pg.get_by_text("after recovery (weights)").first.wait_for(timeout=180_000)
+    pg.get_by_text(re.compile("^Calibrated on ")).first.wait_for()
+    wait_idle(pg)
 
     go(pg, "Export")
+    assert pg.get_by_text("Include the least-squares recovery (weights").first.is_visible()
     shoot(pg, "5-export")
     with pg.expect_download() as info:
         pg.get_by_role("button", name=re.compile("Download mask JSON")).click()
