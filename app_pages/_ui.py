@@ -99,11 +99,16 @@ def estimate_loss(keep_mask: torch.Tensor) -> float | None:
     return None if evaluator is None else evaluator.estimate(keep_mask, around="dense")["loss"]
 
 
+def mask_key(keep_mask: torch.Tensor) -> str:
+    """A mask's identity within this session's workload (memo and record keys)."""
+    return f"{workload().key}|{encode_mask(keep_mask)}"
+
+
 def exact(keep_mask: torch.Tensor) -> dict:
     """Exact metrics of a mask on the live set (memoised per session by mask)."""
     w = workload()
     cache = st.session_state.setdefault("exact_cache", {})
-    code = f"{w.key}|{encode_mask(keep_mask)}"
+    code = mask_key(keep_mask)
     if code not in cache:
         evaluator = live_evaluator()
         if evaluator is not None:
@@ -158,7 +163,7 @@ def remember_recovery(recovery, calibrated_on: str) -> dict:
     w = workload()
     with recovery.applied(w.model):
         result = evaluate(w.model, w.batches, task=w.loaded.task)
-    record = {"mask": f"{w.key}|{encode_mask(recovery.keep)}", "method": recovery.method, "recovery": recovery,
+    record = {"mask": mask_key(recovery.keep), "method": recovery.method, "recovery": recovery,
               "result": result, "calibrated_on": calibrated_on}
     st.session_state["recovered"] = record
     return record
@@ -167,7 +172,7 @@ def remember_recovery(recovery, calibrated_on: str) -> dict:
 def recovered_for(keep_mask: torch.Tensor) -> dict | None:
     """The session's recovery record when it belongs to `keep_mask` on this workload, else None."""
     record = st.session_state.get("recovered")
-    return record if record and record["mask"] == f"{workload().key}|{encode_mask(keep_mask)}" else None
+    return record if record and record["mask"] == mask_key(keep_mask) else None
 
 
 def quality_key(result: dict) -> tuple[str, str]:

@@ -263,6 +263,14 @@ def out_projections(model) -> list[nn.Module]:
     return [get_path(block, adapter.o) for block in blocks(model)]
 
 
+def in_out_weight(proj: nn.Module, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """A projection's weight (or `weight`, in the projection's own layout) viewed as (in, out): nn.Linear
+    stores (out, in), GPT-2's Conv1D (in, out). Its own inverse: applied to an (in, out) tensor it gives the
+    projection's layout back."""
+    weight = proj.weight if weight is None else weight
+    return weight.T if isinstance(proj, nn.Linear) else weight
+
+
 def attention_modules(model) -> list[nn.Module]:
     """Per layer, the module that computes attention (its output is recorded as `attentions`)."""
     adapter = adapter_for(model)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from . import arch
 from .evaluate import Progress, accumulate, batch_metrics, finalise, model_device, per_example_loss, to_device
 from .mask import gated, masked
-from .prefix import PrefixCache, forward_logits
+from .prefix import PrefixCache, forward_logits, real_tokens
 
 _CLS_FAMILIES = ("bert", "roberta", "electra")
 
@@ -99,7 +99,7 @@ class LiveEvaluator:
         if not self.batches:
             raise ValueError("the live evaluator needs at least one evaluation batch")
         model.eval()
-        fast = _fast_path_ok(model) and all(bool(_real_tokens(b)[:, 0].all()) for b in self.batches)
+        fast = _fast_path_ok(model) and all(bool(real_tokens(b)[:, 0].all()) for b in self.batches)
         self._tail = _BertTail(model) if fast else None
         start = time.perf_counter()
         self.cache = PrefixCache(model, self.batches, None, max_bytes=max_cache_bytes, contexts=True)
@@ -156,7 +156,7 @@ class LiveEvaluator:
         with masked(self.model, keep):
             for index, batch in enumerate(self.batches):
                 inputs, contexts = self.cache.inputs[index], self.cache.contexts[index]
-                tokens = _real_tokens(batch)  # (B, T)
+                tokens = real_tokens(batch)  # (B, T)
                 hidden = inputs[start][tokens]  # (N, d) packed real tokens
                 for layer in range(start, last + 1):
                     if layer > start:  # the new reference's input and contexts of this layer (padding keeps
@@ -219,9 +219,3 @@ class LiveEvaluator:
         point, grad, loss = self._gradient_at(around)
         delta = float((grad * (keep.float() - point.float())).sum())
         return {"loss": loss + delta, "delta_loss": delta, "reference_loss": loss}
-
-
-def _real_tokens(batch: dict) -> torch.Tensor:
-    """(B, T) bool, True at real (non-padding) tokens."""
-    mask = batch.get("attention_mask")
-    return torch.ones_like(batch["input_ids"], dtype=torch.bool) if mask is None else mask.bool()

@@ -161,6 +161,12 @@ def _model_inputs(batch: dict) -> dict:
     return inputs
 
 
+def real_tokens(batch: dict) -> torch.Tensor:
+    """(B, T) bool, True at real (non-padding) tokens."""
+    mask = batch.get("attention_mask")
+    return torch.ones_like(batch["input_ids"], dtype=torch.bool) if mask is None else mask.bool()
+
+
 def forward_logits(model: nn.Module, batch: dict, **kwargs) -> torch.Tensor:
     """Logits of one batch, without the model's own loss and without building a KV cache."""
     extra = {"use_cache": False} if arch.task_of(model) == "causal-lm" else {}

@@ -275,11 +275,7 @@ def export_masked(model: nn.Module, keep, path: str | Path, tokenizer=None, *, m
         dropped = [pos for pos, h in enumerate(heads) if not keep[layer, h]]
         o = arch.get_path(block, arch.adapter_for(exported).o)
         with torch.no_grad():
-            index = _slots(dropped, dh)
-            if isinstance(o, nn.Linear):
-                o.weight[:, index] = 0
-            else:
-                o.weight[index] = 0
+            arch.in_out_weight(o)[_slots(dropped, dh)] = 0  # a view: zeroes the dropped heads' input slices
     record = mask_to_dict(keep, model, meta=meta)
     with atomic_directory(path) as tmp:
         exported.save_pretrained(tmp)

@@ -34,7 +34,6 @@ import contextlib
 import contextvars
 import copy
 import dataclasses
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
@@ -43,7 +42,7 @@ from torch import nn
 
 from . import arch
 from .evaluate import model_device, to_device
-from .prefix import capture_out_inputs, forward_backbone, layer_plan, replay_attention
+from .prefix import capture_out_inputs, forward_backbone, layer_plan, real_tokens, replay_attention
 
 Progress = Callable[[float, str], None]
 METHODS = ("scales", "weights")
@@ -55,16 +54,9 @@ _ACTIVE: contextvars.ContextVar[dict[nn.Module, tuple[torch.Tensor, torch.Tensor
     "headprune_recovered_projections", default={})
 
 
-def _in_out(proj: nn.Module, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """The projection's weight (or `weight` in its layout) as (in, out): nn.Linear stores (out, in), GPT-2's
-    Conv1D (in, out)."""
-    weight = proj.weight if weight is None else weight
-    return weight.T if isinstance(proj, nn.Linear) else weight
-
-
 def _project(proj: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """`proj`'s computation on x (..., in) with another weight (in the projection's layout) and bias."""
-    out = F.linear(x, _in_out(proj, weight).T)
+    out = F.linear(x, arch.in_out_weight(proj, weight).T)
     return out if bias is None else out + bias
 
 
@@ -86,7 +78,7 @@ def _check_model(model) -> None:
         raise ValueError("least-squares recovery needs the unpruned model: pass the original, then prune the result")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Recovery:
     """A masked model's output projections after recovery.
 
@@ -116,16 +108,16 @@ class Recovery:
                 biases.append(None)
                 continue
             scale = keep[layer].repeat_interleave(dh).to(proj.weight)  # (in,)
-            weights.append(proj.weight.detach() * (scale[None, :] if isinstance(proj, nn.Linear) else scale[:, None]))
+            weights.append(arch.in_out_weight(proj, arch.in_out_weight(proj).detach() * scale[:, None]))
             biases.append(None if proj.bias is None else proj.bias.detach().clone())
         return cls(keep, "mask", tuple(weights), tuple(biases), keep.float())
 
-    def _replaced(self, layer: int, weight: torch.Tensor, bias: torch.Tensor | None, method: str,
+    def _replaced(self, layer: int, weight: torch.Tensor, bias: torch.Tensor | None,
                   gates: torch.Tensor | None = None) -> "Recovery":
         weights, biases = list(self.weights), list(self.biases)
         weights[layer], biases[layer] = weight, bias
-        return Recovery(self.keep, method, tuple(weights), tuple(biases), self.gates if gates is None else gates,
-                        self.target)
+        return dataclasses.replace(self, weights=tuple(weights), biases=tuple(biases),
+                                   gates=self.gates if gates is None else gates)
 
     def _check(self, model) -> list[nn.Module]:
         projections = arch.out_projections(model)
@@ -186,8 +178,8 @@ def _run(model, batch: dict, start: int, start_input: torch.Tensor | None, end: 
 
 def _tokens(batch: dict, *tensors: torch.Tensor) -> list[torch.Tensor]:
     """Each (B, T, k) tensor restricted to the batch's non-padding tokens, as (N, k)."""
-    keep = batch["attention_mask"].bool() if "attention_mask" in batch else None
-    return [(t if keep is None else t[keep]).reshape(-1, t.shape[-1]) for t in tensors]
+    tokens = real_tokens(batch)
+    return [t[tokens] for t in tensors]
 
 
 def _solve(gram: torch.Tensor, rhs: torch.Tensor, prior: torch.Tensor, damping: float, free: int = 0) -> torch.Tensor:
@@ -209,7 +201,7 @@ class _LayerFit:
         self.proj = arch.out_projections(model)[layer]
         self.layer, self.method = layer, method
         self.heads, self.dh = arch.num_heads(model), arch.head_dim(model)
-        self.w0 = _in_out(self.proj).detach()  # (in, out)
+        self.w0 = arch.in_out_weight(self.proj).detach()  # (in, out)
         self.kept = keep[layer].nonzero().flatten()
         self.cols = keep[layer].repeat_interleave(self.dh).to(self.w0.device)
         self.intercept = method == "weights" and self.proj.bias is not None
@@ -245,15 +237,15 @@ class _LayerFit:
             gates[self.layer, self.kept] = _solve(self.gram, self.rhs, torch.ones(len(self.kept), dtype=torch.float64),
                                                   damping).float()
             scale = gates[self.layer].repeat_interleave(self.dh).to(w0)
-            return current._replaced(self.layer, _in_out(proj, w0 * scale[:, None]).clone(), bias, "scales", gates)
+            return current._replaced(self.layer, arch.in_out_weight(proj, w0 * scale[:, None]).clone(), bias, gates)
         prior = w0[cols].double().cpu()
         if self.intercept:
             prior = torch.cat([prior, proj.bias.detach().double().cpu()[None]])
         solution = _solve(self.gram, self.rhs, prior, damping, free=int(self.intercept)).to(w0)
         weight = torch.zeros_like(w0)
         weight[cols] = solution[: int(cols.sum())]
-        return current._replaced(self.layer, _in_out(proj, weight).contiguous(),
-                                 solution[-1] if self.intercept else bias, "weights")
+        return current._replaced(self.layer, arch.in_out_weight(proj, weight).contiguous(),
+                                 solution[-1] if self.intercept else bias)
 
 
 @torch.no_grad()
@@ -284,7 +276,7 @@ def lsq_recover(model, keep, calib_batches: list[dict], *, method: str = "weight
     batches = [to_device(b, model_device(model)) for b in calib_batches]
     if not batches:
         raise ValueError("least-squares recovery needs at least one calibration batch")
-    result = dataclasses.replace(Recovery.of_mask(model, keep), target=target)
+    result = dataclasses.replace(Recovery.of_mask(model, keep), method=method, target=target)
     layers = len(keep)
     dense_in: list = [None] * len(batches)  # each batch's input to this layer in the dense model (None: embeddings)
     current_in: list = dense_in  # ... and under the recovery so far (the same until a layer changes)
@@ -313,7 +305,7 @@ def lsq_recover(model, keep, calib_batches: list[dict], *, method: str = "weight
         dense_in = next_dense
         if progress is not None:
             progress((layer + 1) / layers, f"layer {layer + 1}/{layers} refitted ({method}, {target} target)")
-    return dataclasses.replace(result, method=method)
+    return result
 
 
 @torch.no_grad()

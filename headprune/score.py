@@ -143,10 +143,7 @@ def _report(progress: Progress | None, start: float, span: float, fraction: floa
 
 def _o_heads(model, layer: int, n_present: int) -> torch.Tensor:
     """Layer's output projection as (H_present, head_dim, D_out): head h's slice maps its output to the model."""
-    proj = arch.out_projections(model)[layer]
-    weight = proj.weight.detach()
-    if isinstance(proj, torch.nn.Linear):
-        weight = weight.T  # (H_present*dh, D_out); transformers' Conv1D already stores (in, out)
+    weight = arch.in_out_weight(arch.out_projections(model)[layer]).detach()  # (H_present*dh, D_out)
     return weight.reshape(n_present, weight.shape[0] // n_present, weight.shape[1])
 
 

@@ -141,11 +141,16 @@ def test_a_model_that_will_not_load_shows_the_reason(app, monkeypatch, tmp_path)
     assert any("Could not load" in e.value for e in app.error)
 
 
-def test_export_writes_a_pruned_folder_that_reloads_with_the_same_outputs(app, tmp_path):
+def _two_heads_off(app) -> None:
+    """Run the app with heads (0, 1) and (1, 3) removed from the session's mask."""
     keep = torch.ones(2, 4, dtype=torch.bool)
     keep[0, 1] = keep[1, 3] = False
     app.run()
     app.session_state["keep"] = keep
+
+
+def test_export_writes_a_pruned_folder_that_reloads_with_the_same_outputs(app, tmp_path):
+    _two_heads_off(app)
     app.switch_page("app_pages/export.py").run()
     _no_exceptions(app)
     app.text_input(key="export_folder").set_value(str(tmp_path / "pruned")).run()
@@ -157,10 +162,7 @@ def test_export_writes_a_pruned_folder_that_reloads_with_the_same_outputs(app, t
 
 
 def test_a_recovery_made_on_the_prune_page_is_exported_with_the_mask(app, tmp_path):
-    keep = torch.ones(2, 4, dtype=torch.bool)
-    keep[0, 1] = keep[1, 3] = False
-    app.run()
-    app.session_state["keep"] = keep
+    _two_heads_off(app)
     app.switch_page("app_pages/prune.py").run()
     app.radio(key="recover_method").set_value("scales").run()
     next(b for b in app.button if b.label == "Recover").click().run()
