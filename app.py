@@ -22,9 +22,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import streamlit as st  # noqa: E402
 import torch  # noqa: E402
 
-from headprune import arch  # noqa: E402
+from headprune.model import adapters, layout  # noqa: E402
 from headprune.presets import PRESETS, build_preset, preset_meta  # noqa: E402
-from headprune.session import MaskHistory, app_settings, decode_mask, eta_text, format_seconds  # noqa: E402
+from headprune.workbench.ui_state import MaskHistory, app_settings, decode_mask  # noqa: E402
+from headprune.core.progress import eta_text, format_seconds  # noqa: E402
 from app_pages import _ui as ui  # noqa: E402
 
 st.set_page_config(page_title="headprune", page_icon=":material/content_cut:", layout="wide")
@@ -145,11 +146,11 @@ def count_text(n: int) -> str:
 def describe(w) -> None:
     model = w.model
     layers, heads = w.shape
-    kv = arch.num_kv_heads(model)
+    kv = layout.num_kv_heads(model)
     grid = f"{layers} × {heads}" + (f" ({kv} KV heads)" if kv != heads else "")
     key, label = ui.quality_key(w.dense)
-    rows = [("model", w.loaded.model_id), ("family", arch.family_of(model)), ("layers × heads", grid),
-            ("parameters", count_text(arch.parameter_count(model))), ("task", w.loaded.task),
+    rows = [("model", w.loaded.model_id), ("family", adapters.family_of(model)), ("layers × heads", grid),
+            ("parameters", count_text(layout.parameter_count(model))), ("task", w.loaded.task),
             ("data", f"{Path(w.data_spec).name or w.data_spec} · {len(w.df)} examples"),
             (f"dense {label}", f"{w.dense[key]:.1%}" if key != "loss" else f"{w.dense[key]:.3f}"),
             ("dense loss", f"{w.dense['loss']:.3f}")]

@@ -14,7 +14,8 @@ import numpy as np
 import streamlit as st
 import torch
 
-from headprune.session import Job, MaskHistory, Workload, encode_mask, load_workload
+from headprune.workbench.jobs import Job
+from headprune.workbench.ui_state import MaskHistory, Workload, encode_mask, load_workload
 
 KEEP = "keep"  # the session's mask (L, H) bool tensor; a plain key, so it survives page switches
 KEEP_FOR = "keep_for"  # Workload.key the mask belongs to
@@ -114,7 +115,7 @@ def exact(keep_mask: torch.Tensor) -> dict:
         if evaluator is not None:
             result = evaluator.evaluate(keep_mask)
         else:
-            from headprune.evaluate import evaluate
+            from headprune.evaluation.loop import evaluate
 
             result = evaluate(w.model, w.batches, keep_mask, task=w.loaded.task)
         if len(cache) > 256:
@@ -133,7 +134,7 @@ def calibration_batches() -> tuple[list, str]:
     w = workload()
     stored = st.session_state.get("calibration")
     if stored is None or stored[0] != w.key:
-        from headprune.session import training_batches
+        from headprune.workbench.ui_state import training_batches
 
         try:
             batches = training_batches(w, RECOVERY_CALIB_EXAMPLES)
@@ -149,7 +150,7 @@ def calibration_batches() -> tuple[list, str]:
 
 def recover_mask(keep_mask: torch.Tensor, method: str) -> dict:
     """Least-squares recovery of `keep_mask` on `calibration_batches`, remembered (`remember_recovery`)."""
-    from headprune.recover import lsq_recover
+    from headprune.recovery.lsq import lsq_recover
 
     batches, described = calibration_batches()
     return remember_recovery(lsq_recover(workload().model, keep_mask, batches, method=method), described)
@@ -158,7 +159,7 @@ def recover_mask(keep_mask: torch.Tensor, method: str) -> dict:
 def remember_recovery(recovery, calibrated_on: str) -> dict:
     """Evaluate a `headprune.recover.Recovery` on the live set and keep it in the session (one at a time) so
     the Prune page shows it and the Export page can include it: {mask, method, recovery, result, calibrated_on}."""
-    from headprune.evaluate import evaluate
+    from headprune.evaluation.loop import evaluate
 
     w = workload()
     with recovery.applied(w.model):

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from headprune.mask import mask_to_dict
-from headprune.session import encode_mask, export_pruned, format_seconds, reproducibility_record, training_batches
+from headprune.model.schema import mask_to_dict
+from headprune.workbench.ui_state import encode_mask, export_pruned, reproducibility_record, training_batches
+from headprune.core.progress import format_seconds
 from app_pages import _ui as ui
 
 w = ui.workload()
@@ -67,7 +68,7 @@ upload = st.file_uploader("Load a mask JSON", type=["json"], key="mask_upload")
 if upload is not None and ss.get("mask_upload_done") != upload.file_id:
     ss["mask_upload_done"] = upload.file_id
     try:
-        from headprune.mask import mask_from_dict
+        from headprune.model.schema import mask_from_dict
 
         try:
             record = json.loads(upload.getvalue().decode("utf-8"))
@@ -132,7 +133,7 @@ else:
             train = None
         if train is not None:
             def run(progress, should_stop, mask_now=mask_now, train=train, max_steps=int(steps)):
-                from headprune.prune import prune
+                from headprune.model.surgery import prune
 
                 progress(0.0, "pruning a copy")
                 tuned, report = finetune.recover(prune(model, mask_now), train, teacher=model, max_steps=max_steps,
@@ -159,7 +160,7 @@ else:
             target = st.text_input("Save the fine-tuned model to", value=default + "-recovered", key="ft_folder")
             if st.button("Save fine-tuned model"):
                 try:
-                    from headprune.prune import save_pruned
+                    from headprune.model.storage import save_pruned
 
                     path = save_pruned(snap["result"]["model"], Path(target).expanduser(), w.loaded.tokenizer,
                                        meta={"recovery": {k: report[k] for k in ("steps", "mean_loss", "final_loss", "settings") if k in report}})

@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
-from headprune import arch
+from headprune.model import layout
 from headprune.figures import head_grid_figure
 from app_pages import _ui as ui
 
@@ -13,7 +13,7 @@ model = w.model
 L, H = w.shape
 total = L * H
 half = total // 2
-group = arch.kv_group_size(model)
+group = layout.kv_group_size(model)
 ss = st.session_state
 tour = ss.setdefault("tour", {})
 if tour.get("for") != w.key:

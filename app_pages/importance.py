@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from headprune import arch
+from headprune.model import layout
 from headprune.figures import (attention_figure, attention_mean_explainer_figure, correlation_figure, head_grid_figure,
                                small_multiples_figure)
 from app_pages import _ui as ui
@@ -13,7 +13,7 @@ from app_pages import _ui as ui
 w = ui.workload()
 model = w.model
 L, H = w.shape
-group = arch.kv_group_size(model)
+group = layout.kv_group_size(model)
 ss = st.session_state
 
 st.title("Head importance")
@@ -141,7 +141,7 @@ with left:
         texts = w.df["text"].astype(str).tolist()[:100]
         choice = st.selectbox("example", range(len(texts)), format_func=lambda i: f"{i}: {texts[i][:70]}", key="imp_example")
         try:
-            from headprune.batches import make_batches
+            from headprune.sources.batches import make_batches
 
             one = make_batches(w.loaded.tokenizer, w.df.iloc[[choice]].reset_index(drop=True), w.loaded.task,
                                batch_size=1, max_length=int(w.settings.get("max_length", 128)))[0]

@@ -5,17 +5,17 @@ import numpy as np
 import streamlit as st
 import torch
 
-from headprune import arch
+from headprune.model import layout
 from headprune.figures import cost_bars_figure, head_grid_figure
-from headprune.session import toggle_selection
-from headprune.units import kv_cache_bytes_per_token
+from headprune.workbench.ui_state import toggle_selection
+from headprune.model.units import kv_cache_bytes_per_token
 from app_pages import _ui as ui
 
 w = ui.workload()
 model = w.model
 L, H = w.shape
 total = L * H
-group = arch.kv_group_size(model)
+group = layout.kv_group_size(model)
 ss = st.session_state
 
 st.title("Prune heads by hand")
@@ -106,7 +106,7 @@ def cost_panel(keep_mask: torch.Tensor, columns) -> None:
                   delta_color="inverse", border=True)
     else:
         c1.metric("FLOPs / token", "n/a", help="needs headprune.cost")
-    p_dense = arch.parameter_count(model)
+    p_dense = layout.parameter_count(model)
     if cost is not None and hasattr(cost, "params_after"):
         p_now = cost.params_after(model, keep_mask)
         c2.metric("parameters", f"{p_now / 1e6:.2f} M", delta=ui.delta(100 * (p_now / p_dense - 1), "%"),

@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from headprune import arch  # noqa: E402
-from headprune.atomic import atomic_write_text  # noqa: E402
-from headprune.cost import measure  # noqa: E402
+from headprune.model import layout  # noqa: E402
+from headprune.core.atomic import atomic_write_text  # noqa: E402
+from headprune.evaluation.latency import measure  # noqa: E402
 
 FRACTIONS = (0.25, 0.5, 0.75)
 
@@ -49,7 +49,7 @@ def bert_base():
 
 
 def equal_per_layer(model, fraction: float, seed: int = 0) -> torch.Tensor:
-    layers, heads = arch.head_grid(model)
+    layers, heads = layout.head_grid(model)
     gen = torch.Generator().manual_seed(seed)
     keep = torch.ones(layers, heads, dtype=torch.bool)
     for layer in range(layers):

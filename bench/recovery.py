@@ -26,15 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from headprune.atomic import atomic_write_text  # noqa: E402
-from headprune.batches import make_batches  # noqa: E402
-from headprune.data import load_tweets  # noqa: E402
-from headprune.evaluate import evaluate  # noqa: E402
-from headprune.finetune import recover  # noqa: E402
-from headprune.models import load_model  # noqa: E402
-from headprune.prune import prune  # noqa: E402
-from headprune.score import score_heads  # noqa: E402
-from headprune.search import least_important  # noqa: E402
+from headprune.core.atomic import atomic_write_text  # noqa: E402
+from headprune.sources.batches import make_batches  # noqa: E402
+from headprune.sources.tweets import load_tweets  # noqa: E402
+from headprune.evaluation.loop import evaluate  # noqa: E402
+from headprune.recovery.finetune import recover  # noqa: E402
+from headprune.presets import load_model  # noqa: E402
+from headprune.model.surgery import prune  # noqa: E402
+from headprune.scoring.api import score_heads  # noqa: E402
+from headprune.search.masks import least_important  # noqa: E402
 
 
 def batches_of(loaded, split: str, limit: int | None, batch_size: int, seed: int = 0):
@@ -47,7 +47,7 @@ def seconds_per_step(student, teacher, batches, probes: int = 3) -> float:
     learning-rate schedule can end within the time budget."""
     import copy
 
-    from headprune.finetune import distillation_loss_fn
+    from headprune.recovery.finetune import distillation_loss_fn
 
     model = copy.deepcopy(student).train()
     loss_fn = distillation_loss_fn(teacher, task="classification")
@@ -99,7 +99,7 @@ def main(argv=None) -> dict:
 
     start = pruned
     try:
-        from headprune.recover import lsq_recover
+        from headprune.recovery.lsq import lsq_recover
     except ImportError:
         results["lsq_test_acc"], results["lsq_seconds"] = None, None  # no least-squares recovery in this tree
     else:

@@ -23,13 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from headprune.agreement import compare_metrics  # noqa: E402
-from headprune.arch import head_grid  # noqa: E402
-from headprune.batches import make_batches  # noqa: E402
-from headprune.data import load_tweets  # noqa: E402
-from headprune.models import load_model  # noqa: E402
-from headprune.prefix import forward_logits  # noqa: E402
-from headprune.score import METRICS, score_many  # noqa: E402
+from headprune.scoring.agreement import compare_metrics  # noqa: E402
+from headprune.model.layout import head_grid  # noqa: E402
+from headprune.sources.batches import make_batches  # noqa: E402
+from headprune.sources.tweets import load_tweets  # noqa: E402
+from headprune.presets import load_model  # noqa: E402
+from headprune.model.forward import forward_logits  # noqa: E402
+from headprune.scoring.registry import METRICS  # noqa: E402
+from headprune.scoring.api import score_many  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "score_speed.json"
 
@@ -117,7 +118,7 @@ def main(argv=None) -> dict:
     print("\nSpearman rank correlation between metrics (NaN: constant map, e.g. attention_mean):")
     print(correlations["spearman"].round(2).to_string())
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    from headprune.atomic import atomic_write_text
+    from headprune.core.atomic import atomic_write_text
 
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {args.out}")

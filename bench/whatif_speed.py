@@ -21,16 +21,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from headprune import arch  # noqa: E402
-from headprune.atomic import atomic_write_text  # noqa: E402
-from headprune.batches import make_batches  # noqa: E402
-from headprune.cost import measure  # noqa: E402
-from headprune.data import load_tweets  # noqa: E402
-from headprune.evaluate import evaluate  # noqa: E402
-from headprune.live import LiveEvaluator  # noqa: E402
-from headprune.recover import Recovery, lsq_recover, reconstruction_error  # noqa: E402
-from headprune.score import score_heads  # noqa: E402
-from headprune.search import budget_mask, iterative_scores, prune_curve, random_baseline  # noqa: E402
+from headprune.model import layout  # noqa: E402
+from headprune.core.atomic import atomic_write_text  # noqa: E402
+from headprune.sources.batches import make_batches  # noqa: E402
+from headprune.evaluation.latency import measure  # noqa: E402
+from headprune.sources.tweets import load_tweets  # noqa: E402
+from headprune.evaluation.loop import evaluate  # noqa: E402
+from headprune.evaluation.live import LiveEvaluator  # noqa: E402
+from headprune.recovery.lsq import Recovery, lsq_recover, reconstruction_error  # noqa: E402
+from headprune.scoring.api import score_heads  # noqa: E402
+from headprune.search.budget import budget_mask  # noqa: E402
+from headprune.search.iterative import iterative_scores  # noqa: E402
+from headprune.search.curves import prune_curve, random_baseline  # noqa: E402
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
@@ -47,14 +49,14 @@ def wait_for_preset(seconds: float):
 
 def load_minilm_tweets(wait: float):
     wait_for_preset(wait)
-    from headprune.models import load_model
+    from headprune.presets import load_model
 
     return load_model("minilm-tweets")
 
 
 def toggles(model, live: LiveEvaluator, batches, rounds: int) -> dict:
     """Per layer, one head off (from dense): live evaluate vs full `evaluate`, interleaved; then back on."""
-    layers, heads = arch.head_grid(model)
+    layers, heads = layout.head_grid(model)
     dense = torch.ones(layers, heads, dtype=torch.bool)
     rows = []
     for r in range(rounds):

@@ -1,71 +1,52 @@
 """headprune: find, test and remove redundant attention heads in Transformer models.
 
-The public API, re-exported here; everything is plain torch / transformers, no UI. Heavier parts (scoring,
-cost, search, recovery) are imported on first use, so `import headprune` stays quick.
+The stages, in the order data flows (each a subpackage; lower ones never import higher ones):
+core → model → sources → evaluation → scoring | recovery → search | presets → workbench → cli,
+plus `figures` (pure plotly builders). The public API is re-exported here, imported on first use (PEP 562),
+so `import headprune` stays quick.
 """
 from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
-
-from .arch import SUPPORTED_FAMILIES, UnsupportedModelError, family_of, head_grid, task_of
-from .evaluate import evaluate
-from .mask import gated, masked, read_mask, write_mask
-from .prune import export_masked, kept_mask, load_pruned, prune, save_pruned
-from .units import kv_cache_bytes_per_token, kv_groups, to_units
+from .core.errors import InternalError, OutputExistsError, UnsupportedModelError, UserError
+from .core.versions import __version__
 
 _LAZY = {
-    "score_heads": "score",
-    "METRICS": "score",
-    "compare_metrics": "agreement",
-    "bootstrap_ranks": "agreement",
-    "head_roles": "roles",
-    "LiveEvaluator": "live",
-    "measure": "cost",
-    "flops_per_token": "cost",
-    "least_important": "search",
-    "budget_mask": "search",
-    "iterative_scores": "search",
-    "target_mask": "search",
-    "prune_curve": "search",
-    "random_baseline": "search",
-    "lsq_recover": "recover",
-    "Recovery": "recover",
-    "load_model": "models",
-    "load_data": "data",
-    "load_tweets": "data",
-    "make_batches": "batches",
+    # model
+    "head_grid": "model.layout", "task_of": "model.layout", "kept_mask": "model.layout",
+    "family_of": "model.adapters", "supported_families": "model.adapters",
+    "masked": "model.intervene", "gated": "model.intervene",
+    "prune": "model.surgery", "save_pruned": "model.storage", "load_pruned": "model.storage",
+    "export_masked": "model.storage", "read_mask": "model.schema", "write_mask": "model.schema",
+    "read_scores": "model.schema", "write_scores": "model.schema",
+    "to_units": "model.units", "kv_groups": "model.units", "kv_cache_bytes_per_token": "model.units",
+    # sources and presets
+    "load_data": "sources.data", "load_tweets": "sources.tweets", "make_batches": "sources.batches",
+    "load_model": "presets",
+    # evaluation
+    "evaluate": "evaluation.loop", "LiveEvaluator": "evaluation.live", "measure": "evaluation.latency",
+    "flops_per_token": "evaluation.cost",
+    # scoring
+    "score_heads": "scoring.api", "score_many": "scoring.api", "METRICS": "scoring.registry",
+    "compare_metrics": "scoring.agreement", "bootstrap_ranks": "scoring.agreement", "head_roles": "scoring.roles",
+    # search and recovery
+    "least_important": "search.masks", "iterative_scores": "search.iterative", "prune_curve": "search.curves",
+    "random_baseline": "search.curves", "budget_mask": "search.budget", "target_mask": "search.target",
+    "lsq_recover": "recovery.lsq", "Recovery": "recovery.lsq", "FinetuneSettings": "recovery.finetune",
+    # the shared engine object
+    "Workbench": "workbench", "open_workload": "workbench",
 }
 
 
 def __getattr__(name: str):
-    """Import the heavier public functions on first use (PEP 562)."""
+    """Import the public functions on first use (PEP 562)."""
     if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        value = getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'headprune' has no attribute {name!r}")
 
 
-__all__ = [
-    "SUPPORTED_FAMILIES",
-    "UnsupportedModelError",
-    "evaluate",
-    "export_masked",
-    "family_of",
-    "gated",
-    "head_grid",
-    "kept_mask",
-    "kv_cache_bytes_per_token",
-    "kv_groups",
-    "load_pruned",
-    "masked",
-    "prune",
-    "read_mask",
-    "save_pruned",
-    "task_of",
-    "to_units",
-    "write_mask",
-    *_LAZY,
-]
+__all__ = ["InternalError", "OutputExistsError", "UnsupportedModelError", "UserError", "__version__", *_LAZY]

@@ -11,7 +11,7 @@ import torch
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from headprune.session import encode_mask  # noqa: E402
+from headprune.workbench.ui_state import encode_mask  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -92,7 +92,7 @@ def test_grid_toggle_then_reset_and_undo_buttons(app):
     """The grid callback's logic is `toggle_selection` (tests/test_session.py); the real click is in test_browser."""
     app.run()
     app.switch_page("app_pages/prune.py").run()
-    from headprune.session import toggle_selection
+    from headprune.workbench.ui_state import toggle_selection
 
     new, changed = toggle_selection(app.session_state["keep"], [{"customdata": [1, 2]}])
     assert changed == [(1, 2)]
@@ -195,7 +195,7 @@ def test_a_grouped_query_language_model_renders_its_grid_grouped(tmp_path, monke
     """A tiny Llama (3 layers x 6 query heads in 2 KV groups), causal LM on text: Prune and Importance render."""
     from tiny_text import word_tokenizer
 
-    from headprune.tiny import tiny_model
+    from headprune.model.tiny import tiny_model
 
     tokenizer = word_tokenizer()
     model = tiny_model("llama", vocab_size=len(tokenizer), pad_token_id=tokenizer.eos_token_id)

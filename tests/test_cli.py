@@ -11,14 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from headprune.batches import make_batches
+from headprune.sources.batches import make_batches
 from headprune.cli import main
-from headprune.data import load_data
-from headprune.evaluate import evaluate
-from headprune.mask import gated, read_mask, write_mask
-from headprune.models import load_model
-from headprune.prune import kept_mask, load_pruned
-from headprune.recover import lsq_recover
+from headprune.sources.data import load_data
+from headprune.evaluation.loop import evaluate
+from headprune.model.intervene import gated
+from headprune.model.schema import read_mask, write_mask
+from headprune.presets import load_model
+from headprune.model.layout import kept_mask
+from headprune.model.storage import load_pruned
+from headprune.recovery.lsq import lsq_recover
 from tiny_text import bert_tokenizer, save, tiny_bert
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +43,15 @@ def workload(tmp_path_factory):
     keep[0, :3] = False
     write_mask(root / "mask.json", keep, model, model_id=str(folder))
     return folder, csv, root / "mask.json"
+
+
+@pytest.fixture(scope="module")
+def split_csv(tmp_path_factory):
+    """The same rows with a `split` column: 30 train, 10 validation, 10 test examples."""
+    path = tmp_path_factory.mktemp("splits") / "reviews.csv"
+    rows = [f"{r},train" for r in ROWS * 3] + [f"{r},validation" for r in ROWS] + [f"{r},test" for r in ROWS]
+    path.write_text("review,sentiment,split\n" + "\n".join(rows) + "\n")
+    return path
 
 
 def run(capsys, argv):
@@ -81,8 +92,9 @@ def test_prune_by_fraction_and_by_mask(workload, capsys, tmp_path):
 
 
 @pytest.mark.parametrize("method", ["weights", "scales"])
-def test_prune_iterative_recovered_budget_saves_the_recovered_model(workload, capsys, tmp_path, method):
-    folder, csv, _ = workload
+def test_prune_iterative_recovered_budget_saves_the_recovered_model(workload, split_csv, capsys, tmp_path, method):
+    folder, _, _ = workload
+    csv = split_csv
     code, out = run(capsys, ["prune", "--model", str(folder), "--data", str(csv), "--budget", "100", "--iterative",
                              "0.25", "--recover", method, "--calib-split", "train", "--out", str(tmp_path / "r"),
                              "--mask-out", str(tmp_path / "r.json"), "--json", "-q"])
@@ -121,18 +133,19 @@ def test_prune_calib_split_needs_recover(workload, capsys, tmp_path):
     assert code == 2 and "--calib-split" in out.err and not (tmp_path / "x").exists()
 
 
-def test_finetune_writes_a_loadable_model_and_resumes(workload, capsys, tmp_path):
-    folder, csv, mask = workload
+def test_finetune_writes_a_loadable_model_and_resumes(workload, split_csv, capsys, tmp_path):
+    folder, _, mask = workload
+    csv = split_csv
     argv = ["finetune", "--model", str(folder), "--data", str(csv), "--mask", str(mask), "--out", str(tmp_path / "ft"),
             "--epochs", "2", "--lr", "1e-3", "--batch-size", "4", "--checkpoint-every", "3", "--json", "-q"]
     code, out = run(capsys, argv)
     assert code == 0, out.err
     result = json.loads(out.out)
-    assert result["steps"] == 16 and set(result["after"]) == {"val", "test"} and result["dense"]["test"]["n"] == 30
+    assert result["steps"] == 16 and set(result["after"]) == {"val", "test"} and result["dense"]["test"]["n"] == 10
     model = load_pruned(tmp_path / "ft")
     assert int(kept_mask(model).sum()) == 5
     assert (tmp_path / "ft.checkpoints").is_dir()
-    code, out = run(capsys, argv + ["--resume", "--no-eval"])  # resumes from step 15: one more step
+    code, out = run(capsys, argv + ["--resume", "--no-eval", "--overwrite"])  # resumes from step 15: one more step
     assert code == 0, out.err
     again = json.loads(out.out)
     assert again["start_step"] == 15 and again["steps"] == 16

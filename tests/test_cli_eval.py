@@ -44,8 +44,8 @@ def test_eval_json_prints_exactly_one_object(workload, capsys):
 
 
 def test_eval_summary_and_mask(workload, capsys, tmp_path):
-    from headprune.mask import write_mask
-    from headprune.models import load_model
+    from headprune.model.schema import write_mask
+    from headprune.presets import load_model
 
     folder, csv = workload
     code, out = run_json(capsys, ["eval", "--model", str(folder), "--data", str(csv), "-q"])
@@ -117,4 +117,4 @@ def test_subprocess_exit_codes(workload):
     bad = subprocess.run([sys.executable, "-m", "headprune.cli", "eval", "--model", str(folder / "nope")],
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert bad.returncode == 2 and bad.stdout == ""
-    assert bad.stderr.strip().splitlines()[-1].startswith("headprune: error: no such model folder")
+    assert bad.stderr.strip().splitlines()[-1].startswith("headprune: error: --model: no such model folder")

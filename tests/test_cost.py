@@ -4,15 +4,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from headprune import arch
-from headprune.cost import flops_per_token, measure, params_after
-from headprune.prune import prune
-from headprune.tiny import tiny_model
-from headprune.units import to_units
+from headprune.model import layout
+from headprune.evaluation.cost import flops_per_token, params_after
+from headprune.evaluation.latency import measure
+from headprune.model.surgery import prune
+from headprune.model.tiny import tiny_model
+from headprune.model.units import to_units
 
 
 def _keep(model):
-    keep = torch.ones(arch.head_grid(model), dtype=torch.bool)
+    keep = torch.ones(layout.head_grid(model), dtype=torch.bool)
     keep[0, :2] = False
     keep[1] = False  # a whole layer
     return keep
@@ -25,9 +26,9 @@ def test_params_and_flops_match_the_pruned_model(family):
     if family == "llama":
         keep = to_units(keep, model, "kv-group")  # no KV copies: the ideal count is exact
     pruned = prune(model, keep)
-    assert params_after(model, keep) == arch.parameter_count(pruned) < arch.parameter_count(model)
+    assert params_after(model, keep) == layout.parameter_count(pruned) < layout.parameter_count(model)
     assert flops_per_token(model, keep, 12) == flops_per_token(pruned, None, 12) < flops_per_token(model, None, 12)
-    assert params_after(model, None) == arch.parameter_count(model)
+    assert params_after(model, None) == layout.parameter_count(model)
 
 
 def test_flops_formula_on_bert():

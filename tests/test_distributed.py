@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from headprune import distributed
+from headprune.core import distributed
 from headprune.cli import main
-from headprune.mask import write_mask
-from headprune.prune import load_pruned
+from headprune.model.schema import write_mask
+from headprune.model.storage import load_pruned
 from tiny_text import bert_tokenizer, save, tiny_bert
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,8 +31,9 @@ def workload(tmp_path_factory):
             module.p = 0.0
     model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.0
     folder = save(model, tok, root / "model")
-    csv = root / "reviews.csv"
-    csv.write_text("review,sentiment\n" + "\n".join(ROWS * 3) + "\n")  # 30 rows: 8 batches of ≤ 4
+    csv = root / "reviews.csv"  # 30 train rows (8 batches of ≤ 4), 10 validation, 10 test
+    rows = [f"{r},train" for r in ROWS * 3] + [f"{r},validation" for r in ROWS] + [f"{r},test" for r in ROWS]
+    csv.write_text("review,sentiment,split\n" + "\n".join(rows) + "\n")
     keep = torch.ones(2, 4, dtype=torch.bool)
     keep[0, :3] = False
     write_mask(root / "mask.json", keep, model, model_id=str(folder))
@@ -80,7 +81,7 @@ def test_two_process_finetune_matches_one_process_with_gradient_accumulation(wor
     # rounding noise into steps of up to lr: compare them only to 3 steps x lr
     assert all(torch.allclose(a[k], b[k], atol=3e-3 if k.endswith("key.bias") else 1e-6) for k in a)
     checkpoint = tmp_path / "two.checkpoints"
-    assert [p.name for p in checkpoint.iterdir()] == ["step-00000002"]  # one writer: no temp or duplicate folders
+    assert sorted(p.name for p in checkpoint.iterdir()) == ["headprune_checkpoints.json", "step-00000002"]  # one writer
     assert sorted(p.name for p in (checkpoint / "step-00000002").iterdir()) == ["checkpoint.json", "model", "trainer_state.pt"]
 
 

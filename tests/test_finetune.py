@@ -6,10 +6,15 @@ import json
 import pytest
 import torch
 
-from headprune.evaluate import evaluate
-from headprune.finetune import checkpoints, distillation_kl, lora_targets, recover
-from headprune.prune import kept_mask, load_pruned, prune
-from headprune.tiny import tiny_batch, tiny_model
+from headprune.evaluation.loop import evaluate
+from headprune.recovery.checkpoints import checkpoints
+from headprune.recovery.distill import distillation_kl
+from headprune.recovery.lora import lora_targets
+from headprune.recovery.finetune import recover
+from headprune.model.layout import kept_mask
+from headprune.model.storage import load_pruned
+from headprune.model.surgery import prune
+from headprune.model.tiny import tiny_batch, tiny_model
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -122,9 +127,9 @@ def test_causal_lm_with_lora_merges_into_a_plain_pruned_model(tmp_path):
 
 def test_bad_settings_are_one_line_errors():
     dense, pruned, batches = workload()
-    with pytest.raises(ValueError, match="pass teacher="):
+    with pytest.raises(ValueError, match="pass the unpruned model as teacher"):
         recover(pruned, batches)
-    with pytest.raises(ValueError, match="need a checkpoint_dir"):
+    with pytest.raises(ValueError, match="need a checkpoint folder"):
         recover(pruned, batches, distill=False, resume=True)
     with pytest.raises(ValueError, match="alpha"):
         recover(pruned, batches, teacher=dense, alpha=1.5)

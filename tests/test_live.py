@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from headprune import arch
-from headprune.evaluate import evaluate
-from headprune.live import LiveEvaluator
-from headprune.tiny import tiny_batch, tiny_model
+from headprune.model import layout
+from headprune.evaluation.loop import evaluate
+from headprune.evaluation.live import LiveEvaluator
+from headprune.model.tiny import tiny_batch, tiny_model
 
 KINDS = ["bert", "gpt2", "llama"]  # classifier (fast path), causal LM, causal LM with GQA
 
@@ -30,7 +30,7 @@ def test_incremental_equals_full_over_random_toggles(family):
     live = LiveEvaluator(model, batches)
     _same(live.dense, evaluate(model, batches))
     gen = torch.Generator().manual_seed(1)
-    keep = torch.ones(arch.head_grid(model), dtype=torch.bool)
+    keep = torch.ones(layout.head_grid(model), dtype=torch.bool)
     history = []
     for step in range(10):
         layer = int(torch.randint(keep.shape[0], (1,), generator=gen))
@@ -52,7 +52,7 @@ def test_incremental_equals_full_over_random_toggles(family):
 def test_last_layer_toggle_reruns_only_it_and_starting_mask():
     model = tiny_model("roberta")
     batches = _batches(model, 2)
-    keep = torch.ones(arch.head_grid(model), dtype=torch.bool)
+    keep = torch.ones(layout.head_grid(model), dtype=torch.bool)
     keep[0, 0] = False
     live = LiveEvaluator(model, batches, keep)
     keep[2, 1] = False
@@ -66,7 +66,7 @@ def test_cache_too_big_degrades_to_full_evaluation():
     batches = _batches(model, 2)
     live = LiveEvaluator(model, batches, max_cache_bytes=16)
     assert not live.cache_enabled and live.cache_bytes == 0
-    keep = torch.ones(arch.head_grid(model), dtype=torch.bool)
+    keep = torch.ones(layout.head_grid(model), dtype=torch.bool)
     keep[2, 3] = False
     _same(live.evaluate(keep), evaluate(model, batches, keep))
 
@@ -77,12 +77,12 @@ def test_taylor_estimate_sign_and_order(family):
     batches = _batches(model, 4)
     live = LiveEvaluator(model, batches)
     grad = live.gate_gradient()
-    assert grad.shape == arch.head_grid(model)
+    assert grad.shape == layout.head_grid(model)
     dense_loss = live.dense["loss"]
     # the heads whose first-order effect is largest: there the estimate must be meaningful
     order = grad.abs().flatten().argsort(descending=True)[:3]
     for index in order.tolist():
-        keep = torch.ones(arch.head_grid(model), dtype=torch.bool)
+        keep = torch.ones(layout.head_grid(model), dtype=torch.bool)
         keep.view(-1)[index] = False
         estimate = live.estimate(keep)
         exact = evaluate(model, batches, keep)["loss"] - dense_loss
@@ -97,7 +97,7 @@ def test_estimate_follows_the_reference_mask():
     batches = _batches(model, 2)
     live = LiveEvaluator(model, batches)
     first = live.gate_gradient()
-    keep = torch.ones(arch.head_grid(model), dtype=torch.bool)
+    keep = torch.ones(layout.head_grid(model), dtype=torch.bool)
     keep[0, 0] = False
     live.evaluate(keep)
     assert live.estimate(keep)["delta_loss"] == 0.0

@@ -5,9 +5,11 @@ import pytest
 import torch
 
 import headprune
-from headprune import arch
-from headprune.prefix import PrefixCache, forward_logits, layer_plan
-from headprune.tiny import tiny_batch, tiny_model
+from headprune.model import layout
+from headprune.evaluation.prefix import PrefixCache
+from headprune.model.forward import forward_logits
+from headprune.model.intervene import layer_plan
+from headprune.model.tiny import tiny_batch, tiny_model
 from transformers.pytorch_utils import Conv1D
 
 
@@ -23,9 +25,9 @@ def test_logits_from_every_start_layer_equal_full_forward(family, contexts):
     batches = [tiny_batch(model, seed=s) for s in range(2)]
     cache = PrefixCache(model, batches, contexts=contexts)
     assert cache.enabled and cache.nbytes > 0 and cache.contexts_enabled == contexts
-    for layer in range(arch.num_layers(model)):
-        for head in range(arch.num_heads(model)):
-            keep = torch.ones(arch.head_grid(model), dtype=torch.bool)
+    for layer in range(layout.num_layers(model)):
+        for head in range(layout.num_heads(model)):
+            keep = torch.ones(layout.head_grid(model), dtype=torch.bool)
             keep[layer, head] = False
             for index, batch in enumerate(batches):
                 torch.testing.assert_close(cache.logits_for(index, keep, layer), _full(model, batch, keep), atol=1e-5, rtol=1e-5)
@@ -37,7 +39,7 @@ def test_advance_follows_a_sequence_of_masks_and_skips_lower_layers(contexts):
     batches = [tiny_batch(model, seed=s) for s in range(2)]
     cache = PrefixCache(model, batches, contexts=contexts)
     gen = torch.Generator().manual_seed(0)
-    keep = torch.ones(arch.head_grid(model), dtype=torch.bool)
+    keep = torch.ones(layout.head_grid(model), dtype=torch.bool)
     for _ in range(6):
         layer, head = int(torch.randint(0, 3, (1,), generator=gen)), int(torch.randint(0, 4, (1,), generator=gen))
         keep[layer, head] = ~keep[layer, head]
@@ -48,7 +50,7 @@ def test_advance_follows_a_sequence_of_masks_and_skips_lower_layers(contexts):
     assert cache.lowest_changed_layer(keep) is None
 
     calls = []
-    handle = arch.out_projections(model)[0].register_forward_pre_hook(lambda *a: calls.append(1))
+    handle = layout.out_projections(model)[0].register_forward_pre_hook(lambda *a: calls.append(1))
     try:
         keep[2, 0] = ~keep[2, 0]
         cache.advance(keep)
@@ -62,10 +64,10 @@ def test_contexts_replay_the_attention_core_and_survive_heads_coming_back(family
     model = tiny_model(family)
     batches = [tiny_batch(model, seed=s) for s in range(2)]
     cache = PrefixCache(model, batches, contexts=True)
-    keep = torch.ones(arch.head_grid(model), dtype=torch.bool)
+    keep = torch.ones(layout.head_grid(model), dtype=torch.bool)
     calls = []
-    out_projection = arch.out_projections(model)[1]
-    core = [m for m in arch.attention_modules(model)[1].modules() if isinstance(m, (torch.nn.Linear, Conv1D))
+    out_projection = layout.out_projections(model)[1]
+    core = [m for m in layout.attention_modules(model)[1].modules() if isinstance(m, (torch.nn.Linear, Conv1D))
             and m is not out_projection]  # query/key/value projections of layer 1
     assert core
     for layer, head, value in ((1, 0, False), (1, 1, False), (1, 0, True), (2, 0, False), (1, 1, True)):
@@ -96,7 +98,7 @@ def test_disabled_cache_falls_back_to_full_passes():
     batches = [tiny_batch(model)]
     cache = PrefixCache(model, batches, max_bytes=1)
     assert not cache.enabled and cache.nbytes == 0
-    keep = torch.ones(arch.head_grid(model), dtype=torch.bool)
+    keep = torch.ones(layout.head_grid(model), dtype=torch.bool)
     keep[1, 2] = False
     torch.testing.assert_close(cache.advance(keep)[0], _full(model, batches[0], keep))
 
@@ -108,7 +110,7 @@ def test_layer_plan_is_scoped_and_validated():
     record: list = []
     with torch.no_grad(), layer_plan(model, 0, record=record):
         forward_logits(model, batch)
-    assert len(record) == arch.num_layers(model)
+    assert len(record) == layout.num_layers(model)
     torch.testing.assert_close(_full(model, batch, None), dense)  # plan gone after the block
     one: list = []
     with torch.no_grad(), layer_plan(model, 1, record[1], one, end=2):  # layer 1 alone, from its cached input

@@ -7,8 +7,8 @@ import time
 import pytest
 import torch
 
-from headprune.batches import make_batches
-from headprune.data import load_tweets
+from headprune.sources.batches import make_batches
+from headprune.sources.tweets import load_tweets
 from headprune.presets import PRESETS, build_preset, preset_dir, preset_meta
 
 
@@ -38,8 +38,8 @@ def test_interrupted_build_leaves_no_cache(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_minilm_preset_builds_caches_and_reloads(tmp_path, monkeypatch):
-    from headprune.evaluate import evaluate
-    from headprune.models import load_model
+    from headprune.evaluation.loop import evaluate
+    from headprune.presets import load_model
 
     monkeypatch.setenv("HEADPRUNE_CACHE", str(tmp_path))
     seen = []
@@ -58,7 +58,7 @@ def test_minilm_preset_builds_caches_and_reloads(tmp_path, monkeypatch):
     assert time.perf_counter() - start < 30
     assert (loaded.task, loaded.source, loaded.model_id) == ("classification", "preset", "minilm-tweets")
     assert loaded.label_names == ["negative", "neutral", "positive"]
-    from headprune.arch import head_grid
+    from headprune.model.layout import head_grid
 
     assert head_grid(loaded.model) == (6, 12)
     again = load_model("minilm-tweets")

@@ -6,18 +6,18 @@ import threading
 import pytest
 import torch
 
-from headprune import arch
-from headprune.evaluate import evaluate
-from headprune.prefix import forward_logits
-from headprune.prune import prune
-from headprune.recover import Recovery, lsq_recover, reconstruction_error
-from headprune.tiny import tiny_batch, tiny_model
+from headprune.model import layout
+from headprune.evaluation.loop import evaluate
+from headprune.model.forward import forward_logits
+from headprune.model.surgery import prune
+from headprune.recovery.lsq import Recovery, lsq_recover, reconstruction_error
+from headprune.model.tiny import tiny_batch, tiny_model
 
 
 def _setup(family):
     model = tiny_model(family)
     batches = [tiny_batch(model, seed=s, batch_size=8) for s in range(3)]
-    keep = torch.ones(arch.head_grid(model), dtype=torch.bool)
+    keep = torch.ones(layout.head_grid(model), dtype=torch.bool)
     keep[0, :2] = False
     keep[1, 1] = False
     keep[2, 0] = False
@@ -39,8 +39,8 @@ def test_recovery_lowers_reconstruction_error_and_bakes_exactly(family, method):
     assert evaluate(model, batches)["loss"] != pytest.approx(live["loss"], rel=1e-6)  # gone after the block
     recovered = prune(result.bake(model), keep)
     assert evaluate(recovered, batches)["loss"] == pytest.approx(live["loss"], rel=1e-4)
-    if not arch.is_gqa(model):  # GQA: partially pruned groups may store KV copies (see `prune`)
-        assert arch.parameter_count(recovered) < arch.parameter_count(model)
+    if not layout.is_gqa(model):  # GQA: partially pruned groups may store KV copies (see `prune`)
+        assert layout.parameter_count(recovered) < layout.parameter_count(model)
 
 
 @pytest.mark.parametrize("family", ["bert", "llama"])
@@ -77,7 +77,7 @@ def test_bias_free_projections_stay_bias_free_and_whole_layers_can_go():
     bert_keep[-1] = False  # no head left: the refitted bias carries the layer's mean attention output
     result = lsq_recover(bert, bert_keep, bert_batches, method="weights")
     assert torch.count_nonzero(result.weights[-1]) == 0
-    assert not torch.allclose(result.biases[-1], arch.out_projections(bert)[-1].bias)
+    assert not torch.allclose(result.biases[-1], layout.out_projections(bert)[-1].bias)
     with result.applied(bert):
         expected = evaluate(bert, bert_batches)["loss"]
     assert evaluate(prune(result.bake(bert), bert_keep), bert_batches)["loss"] == pytest.approx(expected, rel=1e-4)
@@ -108,7 +108,7 @@ def test_recovery_is_scoped_to_its_thread():
 
 def test_unchanged_mask_changes_nothing_and_bad_input_is_rejected():
     model, batches, _ = _setup("bert")
-    full = torch.ones(arch.head_grid(model), dtype=torch.bool)
+    full = torch.ones(layout.head_grid(model), dtype=torch.bool)
     for method in ("scales", "weights"):
         result = lsq_recover(model, full, batches, method=method)
         assert all(w is None for w in result.weights) and torch.equal(result.gates, full.float())

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from headprune import arch
-from headprune.attention import attention_statistics
-from headprune.prune import prune
-from headprune.roles import COLUMNS, PREVIOUS_TOKEN_MIN, head_roles, roles_from_attention
-from headprune.tiny import tiny_batch, tiny_model
+from headprune.model import layout
+from headprune.scoring.attention import attention_statistics
+from headprune.model.surgery import prune
+from headprune.scoring.roles import COLUMNS, PREVIOUS_TOKEN_MIN, head_roles, roles_from_attention
+from headprune.model.tiny import tiny_batch, tiny_model
 
 T = 8
 
@@ -62,7 +62,7 @@ def test_head_roles_on_tiny_models(family):
     batches = [tiny_batch(model, seed=s) for s in range(2)]
     frame = head_roles(model, batches, max_examples=6)
     assert list(frame.columns) == COLUMNS
-    n_layers, n_heads = arch.head_grid(model)
+    n_layers, n_heads = layout.head_grid(model)
     assert frame["layer"].between(0, n_layers - 1).all() and frame["head"].between(0, n_heads - 1).all()
     assert np.isfinite(frame["value"]).all() and frame["value"].between(0, 1).all()
     if family != "bert":
@@ -72,14 +72,14 @@ def test_head_roles_on_tiny_models(family):
 
 def test_forced_broad_head_in_a_real_model_and_pruned_heads_have_no_row():
     model = tiny_model("gpt2")
-    attn = arch.attention_modules(model)[0]
+    attn = layout.attention_modules(model)[0]
     with torch.no_grad():  # zero query of head 1 in layer 0 (head_dim 8): uniform over the visible keys
         attn.c_attn.weight[:, 8:16] = 0.0
         attn.c_attn.bias[8:16] = 0.0
     frame = head_roles(model, [tiny_batch(model)])
     broad = frame[(frame["layer"] == 0) & (frame["head"] == 1)]
     assert list(broad["role"]) == ["broad"] and broad["value"].iloc[0] == pytest.approx(1.0, abs=1e-5)
-    keep = torch.ones(arch.head_grid(model), dtype=torch.bool)
+    keep = torch.ones(layout.head_grid(model), dtype=torch.bool)
     keep[0, 1] = False
     pruned = head_roles(prune(model, keep), [tiny_batch(model)])
     assert not ((pruned["layer"] == 0) & (pruned["head"] == 1)).any()

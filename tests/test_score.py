@@ -6,16 +6,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from headprune import arch
-from headprune.agreement import bootstrap_ranks, compare_metrics, rank_heads
-from headprune.attention import attention_pattern, batch_attentions, eager_attention
-from headprune.evaluate import evaluate
-from headprune.mask import gated
-from headprune.prefix import forward_logits
-from headprune.prune import prune
-from headprune.score import METRICS, contributions, score_heads, score_many
-from headprune.score_cache import model_fingerprint
-from headprune.tiny import tiny_batch, tiny_model
+from headprune.model import layout
+from headprune.scoring.agreement import bootstrap_ranks, compare_metrics, rank_heads
+from headprune.model.intervene import masked
+from headprune.scoring.attention import attention_pattern, batch_attentions
+from headprune.evaluation.loop import evaluate
+from headprune.model.intervene import gated
+from headprune.model.forward import forward_logits
+from headprune.model.surgery import prune
+from headprune.scoring.registry import METRICS
+from headprune.scoring.api import contributions, score_heads, score_many
+from headprune.scoring.cache import model_fingerprint
+from headprune.model.tiny import tiny_batch, tiny_model
 
 FAMILIES = ["bert", "gpt2", "llama"]  # encoder classifier, GPT-2, grouped-query Llama
 
@@ -35,7 +37,7 @@ def _loss(model, batch, gates):
     with torch.no_grad(), gated(model, gates):
         logits = forward_logits(model, batch).double()
     labels = batch["labels"]
-    if arch.task_of(model) == "classification":
+    if layout.task_of(model) == "classification":
         return F.cross_entropy(logits, labels).item()
     logits, labels = logits[:, :-1], labels[:, 1:]
     tokens = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none", ignore_index=-100)
@@ -45,7 +47,7 @@ def _loss(model, batch, gates):
 @pytest.mark.parametrize("family", FAMILIES + ["distilbert"])
 def test_ablation_equals_masked_minus_dense_evaluation(family):
     model, batches = _setup(family)
-    keep = torch.ones(arch.head_grid(model), dtype=torch.bool)
+    keep = torch.ones(layout.head_grid(model), dtype=torch.bool)
     keep[1, 0] = False  # score under a mask, as iterative pruning does
     scores = score_heads(model, batches, "ablation", keep=keep, cache=False)
     dense = evaluate(model, batches, keep)["loss"]
@@ -63,7 +65,7 @@ def test_ablation_equals_masked_minus_dense_evaluation(family):
 def test_gradient_matches_central_finite_difference(family):
     model = copy.deepcopy(tiny_model(family)).double()
     batch = {k: v[2:3] for k, v in tiny_batch(model).items()}  # one (padded) example: |.| cannot cancel
-    grid = arch.head_grid(model)
+    grid = layout.head_grid(model)
     scores = score_heads(model, [batch], "gradient", cache=False)
     # Llama's RMSNorm computes in float32 even in a float64 model: a wider step, a float32 tolerance
     eps, rel = (3e-3, 2e-3) if family == "llama" else (1e-4, 1e-4)
@@ -100,7 +102,7 @@ def test_every_metric_has_the_right_shape_is_finite_and_deterministic(family):
     first = score_many(model, batches, list(METRICS), cache=False)
     second = score_many(model, batches, list(METRICS), cache=False)
     for name in METRICS:
-        assert first[name].shape == arch.head_grid(model) and first[name].dtype == torch.float32
+        assert first[name].shape == layout.head_grid(model) and first[name].dtype == torch.float32
         assert torch.isfinite(first[name]).all(), name
         assert torch.equal(first[name], second[name]), name
     other_seed = score_heads(model, batches, "random", seed=1, cache=False)
@@ -109,7 +111,7 @@ def test_every_metric_has_the_right_shape_is_finite_and_deterministic(family):
 
 def test_masked_and_pruned_heads_are_nan_and_pruning_keeps_the_other_scores():
     model, batches = _setup("bert")
-    keep = torch.ones(arch.head_grid(model), dtype=torch.bool)
+    keep = torch.ones(layout.head_grid(model), dtype=torch.bool)
     keep[0, 1] = keep[2, 3] = False
     names = ["gradient", "norm", "entropy", "magnitude", "random"]
     masked_scores = score_many(model, batches, names, keep=keep, cache=False)
@@ -121,8 +123,8 @@ def test_masked_and_pruned_heads_are_nan_and_pruning_keeps_the_other_scores():
 
 def test_magnitude_divides_shared_key_value_heads_among_their_group():
     model = tiny_model("llama")  # 6 query heads, 2 KV heads: groups of 3
-    attn = arch.attention_modules(model)[0]
-    dh = arch.head_dim(model)
+    attn = layout.attention_modules(model)[0]
+    dh = layout.head_dim(model)
     q, k, v, o = (w.detach().double() for w in (attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight, attn.o_proj.weight))
     head, group = 4, 1
     expected = (q[head * dh:(head + 1) * dh].square().sum() + (k[group * dh:(group + 1) * dh].square().sum()
@@ -161,7 +163,7 @@ def test_max_examples_and_progress():
 def test_cache_hit_is_identical_and_skips_work_and_weight_changes_miss(monkeypatch):
     model, batches = _setup("bert")
     first = score_heads(model, batches, "ablation", keep=None)
-    import headprune.score as score_module
+    import headprune.scoring.api as score_module
 
     def fail(*args, **kwargs):
         raise AssertionError("recomputed despite a cache entry")
@@ -172,7 +174,7 @@ def test_cache_hit_is_identical_and_skips_work_and_weight_changes_miss(monkeypat
     assert torch.isfinite(again).all()
     changed = copy.deepcopy(model)
     with torch.no_grad():
-        arch.out_projections(changed)[1].weight[0, 0] += 1e-3
+        layout.out_projections(changed)[1].weight[0, 0] += 1e-3
     assert model_fingerprint(changed) != model_fingerprint(model)
     with pytest.raises(AssertionError, match="recomputed"):
         score_heads(changed, batches, "ablation")
@@ -180,42 +182,23 @@ def test_cache_hit_is_identical_and_skips_work_and_weight_changes_miss(monkeypat
         score_heads(model, batches, "ablation", cache=False)
 
 
-def test_eager_attention_restores_the_implementation_even_after_an_exception():
+def test_attention_weights_come_from_a_twin_and_never_switch_the_shared_model():
+    from headprune.model import intervene
+
     model, batches = _setup("bert")
     assert model.config._attn_implementation == "sdpa"
-    with pytest.raises(RuntimeError, match="boom"):
-        with eager_attention(model):
-            assert model.config._attn_implementation == "eager"
-            with eager_attention(model):  # nested: restored only by the outer block
-                pass
-            assert model.config._attn_implementation == "eager"
-            raise RuntimeError("boom")
-    assert model.config._attn_implementation == "sdpa"
+    keep = torch.ones(layout.head_grid(model), dtype=torch.bool)
+    keep[0, 1] = False
+    with masked(model, keep):  # the caller's mask reaches the twin: layer 1's attention changes
+        masked_attentions = batch_attentions(model, batches[0])
     attentions = batch_attentions(model, batches[0])
     assert model.config._attn_implementation == "sdpa" and attentions[0].shape == (4, 4, 12, 12)
-
-
-def test_overlapping_eager_blocks_in_two_threads_restore_once_at_the_end():
-    import threading
-
-    model = tiny_model("bert")
-    inside, leave_first = threading.Event(), threading.Event()
-    seen = []
-
-    def first():
-        with eager_attention(model):
-            inside.set()
-            leave_first.wait(10)
-        seen.append(model.config._attn_implementation)  # the second thread is still inside
-
-    thread = threading.Thread(target=first)
-    thread.start()
-    inside.wait(10)
-    with eager_attention(model):
-        leave_first.set()
-        thread.join(10)
-        seen.append(model.config._attn_implementation)
-    assert seen == ["eager", "eager"] and model.config._attn_implementation == "sdpa"
+    torch.testing.assert_close(masked_attentions[0], attentions[0])
+    assert not torch.allclose(masked_attentions[1], attentions[1])
+    assert not intervene.attached(model)  # nothing left on the shared model
+    twin = intervene._twin(model, "eager")
+    assert twin.config._attn_implementation == "eager"
+    assert all(a is b for a, b in zip(twin.parameters(), model.parameters()))  # the weights are shared, not copied
 
 
 @pytest.mark.parametrize("family", ["bert", "llama"])
@@ -229,7 +212,7 @@ def test_attention_pattern_covers_the_non_pad_tokens(family):
     np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
     if family == "llama":
         assert np.allclose(np.triu(weights, 1), 0)
-    keep = torch.ones(arch.head_grid(model), dtype=torch.bool)
+    keep = torch.ones(layout.head_grid(model), dtype=torch.bool)
     keep[1, 2] = False
     pruned = prune(model, keep)
     with pytest.raises(ValueError, match="pruned away"):
@@ -265,7 +248,7 @@ def test_ablation_per_example_contributions_add_up_to_the_score():
 def test_ablation_replays_the_attention_of_the_ablated_layer_instead_of_recomputing_it():
     model, batches = _setup("bert")
     calls = []
-    query = arch.blocks(model)[0].attention.self.query
+    query = layout.blocks(model)[0].attention.self.query
     handle = query.register_forward_hook(lambda *args: calls.append(1))
     try:
         score_heads(model, batches, "ablation", cache=False)

@@ -4,19 +4,22 @@ from __future__ import annotations
 import pytest
 import torch
 
-from headprune import arch
-from headprune.cost import flops_per_token
-from headprune.evaluate import evaluate
-from headprune.live import LiveEvaluator
-from headprune.mask import gated
-from headprune.score import score_heads
-from headprune.search import (budget_mask, iterative_scores, least_important, prune_curve, random_baseline,
-                               target_mask)
-from headprune.tiny import tiny_batch, tiny_model
+from headprune.model import layout
+from headprune.evaluation.cost import flops_per_token
+from headprune.evaluation.loop import evaluate
+from headprune.evaluation.live import LiveEvaluator
+from headprune.model.intervene import gated
+from headprune.scoring.api import score_heads
+from headprune.search.budget import budget_mask
+from headprune.search.iterative import iterative_scores
+from headprune.search.masks import least_important
+from headprune.search.curves import prune_curve, random_baseline
+from headprune.search.target import target_mask
+from headprune.model.tiny import tiny_batch, tiny_model
 
 
 def _scores(model, seed=0):
-    return torch.rand(arch.head_grid(model), generator=torch.Generator().manual_seed(seed))
+    return torch.rand(layout.head_grid(model), generator=torch.Generator().manual_seed(seed))
 
 
 def test_least_important_removes_lowest_with_guardrails():
@@ -118,7 +121,7 @@ def test_iterative_scores_follow_rescoring_rounds():
     seen = []
     ranks = iterative_scores(model, batches, "gradient", step=0.25, until=0.5, progress=lambda f, m: seen.append(f))
     assert seen == sorted(seen) and 0 <= seen[0] and seen[-1] == 1.0  # one bar over all rounds
-    keep = torch.ones(arch.head_grid(model), dtype=torch.bool)
+    keep = torch.ones(layout.head_grid(model), dtype=torch.bool)
     for _ in range(2):  # the loop by hand: score under the mask, drop the 3 lowest
         keep = least_important(score_heads(model, batches, "gradient", keep=keep), 3, model=model, keep=keep)
         n = int((~keep).sum())

@@ -4,8 +4,9 @@ import threading
 import pytest
 import torch
 
-from headprune.session import (Job, JobCancelled, MaskHistory, app_settings, decode_mask, encode_mask, eta_text,
-                               format_seconds, selected_heads, toggle_selection)
+from headprune.workbench.jobs import Job, JobCancelled
+from headprune.workbench.ui_state import MaskHistory, app_settings, decode_mask, encode_mask, selected_heads, toggle_selection
+from headprune.core.progress import eta_text, format_seconds
 
 
 def _point(layer, head):

@@ -7,9 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from headprune.batches import IGNORE_INDEX, make_batches
-from headprune.data import TWEET_LABELS, data_fingerprint, load_data, load_tweets
-from headprune.models import LoadedModel, load_model
+from headprune.core.types import IGNORE_INDEX
+from headprune.sources.batches import make_batches
+from headprune.sources.tweets import TWEET_LABELS, load_tweets
+from headprune.sources.data import data_fingerprint, load_data
+from headprune.sources.models import LoadedModel
+from headprune.presets import load_model
 from tiny_text import bert_tokenizer, save, tiny_bert, tiny_gpt2, word_tokenizer
 
 LABEL2ID = {"negative": 0, "neutral": 1, "positive": 2}
@@ -113,7 +116,7 @@ def test_latin1_csv_is_read(tmp_path):
 @pytest.mark.parametrize("content, match", [
     ("", "empty file"),
     ("text,label\n", "empty data: .* has no rows"),
-    ("words,label\nhello,0\n", r"no text column .*columns found: words, label.*--text-column"),
+    ("words,label\nhello,0\n", r"no text column .*columns found: words, label; name the text column"),
     ("text,label\nhello,angry\n", r"unknown label 'angry'.*knows: negative, neutral, positive"),
     ("text,label\nhello,7\n", "label 7 is out of range for a model with 3 labels"),
     (b"\x00\x01\x02binary\xff\xfe".decode("latin-1"), "not a text file"),
@@ -261,12 +264,14 @@ def test_headless_model_and_remote_code_are_refused(tmp_path, bert_tok):
     config = json.loads((folder / "config.json").read_text())
     config["auto_map"] = {"AutoModelForSequenceClassification": "modeling_evil.EvilModel"}
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="--trust-remote-code"):
+    with pytest.raises(ValueError, match="ships its own model code") as refused:
         load_model(str(folder))
+    assert refused.value.option == "trust_remote_code"
 
 
 def test_pruned_folder_loads_through_load_pruned(tmp_path, bert_tok):
-    from headprune.prune import prune, save_pruned
+    from headprune.model.surgery import prune
+    from headprune.model.storage import save_pruned
 
     model = tiny_bert(bert_tok, label_names=["negative", "neutral", "positive"])
     keep = torch.ones(2, 4, dtype=torch.bool)
@@ -276,7 +281,7 @@ def test_pruned_folder_loads_through_load_pruned(tmp_path, bert_tok):
     assert loaded.task == "classification" and "pruned" in loaded.meta
     batch = make_batches(loaded.tokenizer, TEXTS, "classification")[0]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    from headprune.mask import masked
+    from headprune.model.intervene import masked
 
     with torch.inference_mode(), masked(model, keep):
         expected = model(**inputs).logits

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import headprune
-from headprune import arch
-from headprune.tiny import TINY_FAMILIES, tiny_batch, tiny_model
+from headprune.model import layout
+from headprune.model.tiny import TINY_FAMILIES, tiny_batch, tiny_model
 
 FAMILY_TASKS = [(f, None) for f in TINY_FAMILIES] + [("bert", "masked-lm"), ("distilbert", "masked-lm"), ("roberta", "masked-lm")]
 
@@ -27,14 +27,14 @@ def _logits(model, batch):
 
 def _random_keep(model, seed=0, p=0.5):
     gen = torch.Generator().manual_seed(seed)
-    return torch.rand(arch.head_grid(model), generator=gen) > p
+    return torch.rand(layout.head_grid(model), generator=gen) > p
 
 
 def _reference_ablation(model, keep, batch):
     """Ablation by a plain forward hook that zeroes the heads' slices with no headprune code involved."""
-    dh = arch.head_dim(model)
+    dh = layout.head_dim(model)
     handles = []
-    for layer, proj in enumerate(arch.out_projections(model)):
+    for layer, proj in enumerate(layout.out_projections(model)):
         drop = (~keep[layer]).nonzero().flatten().tolist()
 
         def hook(module, args, drop=drop):
@@ -73,11 +73,11 @@ def test_prune_equals_masked_and_shrinks(family, task):
     keep[1, 0] = True
     with headprune.masked(model, keep):
         expected = _logits(model, batch)
-    before = arch.parameter_count(model)
+    before = layout.parameter_count(model)
     pruned = headprune.prune(model, keep)
     torch.testing.assert_close(_logits(pruned, batch), expected, atol=1e-4, rtol=1e-4)
-    assert arch.parameter_count(pruned) < before
-    assert arch.parameter_count(model) == before  # input model unchanged
+    assert layout.parameter_count(pruned) < before
+    assert layout.parameter_count(model) == before  # input model unchanged
     assert headprune.head_grid(pruned) == headprune.head_grid(model)
     assert torch.equal(headprune.kept_mask(pruned), keep)
 
@@ -112,7 +112,7 @@ def test_all_heads_removed_everywhere_still_runs():
     for family in ("bert", "gpt2", "llama"):
         model = tiny_model(family)
         batch = tiny_batch(model)
-        keep = torch.zeros(arch.head_grid(model), dtype=torch.bool)
+        keep = torch.zeros(layout.head_grid(model), dtype=torch.bool)
         with headprune.masked(model, keep):
             expected = _logits(model, batch)
         pruned = headprune.prune(model, keep)
@@ -121,19 +121,19 @@ def test_all_heads_removed_everywhere_still_runs():
 
 def test_gqa_kv_heads_removed_only_with_whole_group():
     model = tiny_model("llama")  # 6 query heads, 2 KV groups of 3
-    keep = torch.ones(arch.head_grid(model), dtype=torch.bool)
+    keep = torch.ones(layout.head_grid(model), dtype=torch.bool)
     keep[0, 0:3] = False  # whole group 0 of layer 0
     keep[1, 0] = False  # one head of group 0 in layer 1: group stays, counts 2 and 3 -> gcd 1 -> copies
     keep[2, [0, 3]] = False  # one head in each group: counts 2 and 2, no copies
     pruned = headprune.prune(model, keep)
-    kv = arch.present_kv_heads(pruned)
+    kv = layout.present_kv_heads(pruned)
     assert kv[0] == [1]
     assert kv[1] == [0, 0, 1, 1, 1]  # one stored KV slot per query head (n_rep 1)
     assert kv[2] == [0, 1]
-    attn = [b.self_attn for b in arch.blocks(pruned)]
-    assert [a.k_proj.out_features // arch.head_dim(model) for a in attn] == [1, 5, 2]
+    attn = [b.self_attn for b in layout.blocks(pruned)]
+    assert [a.k_proj.out_features // layout.head_dim(model) for a in attn] == [1, 5, 2]
     assert [a.num_key_value_groups for a in attn] == [3, 1, 2]
-    per_slot = 2 * arch.head_dim(model) * 4  # keys + values, fp32
+    per_slot = 2 * layout.head_dim(model) * 4  # keys + values, fp32
     assert headprune.kv_cache_bytes_per_token(model) == 3 * 2 * per_slot
     assert headprune.kv_cache_bytes_per_token(pruned) == (1 + 5 + 2) * per_slot  # stored slots, copies included
     assert headprune.kv_cache_bytes_per_token(model, keep) == (1 + 2 + 2) * per_slot  # ideal, no copies
@@ -143,7 +143,7 @@ def test_gqa_kv_heads_removed_only_with_whole_group():
 
 def test_unit_modes():
     model = tiny_model("llama")
-    keep = torch.ones(arch.head_grid(model), dtype=torch.bool)
+    keep = torch.ones(layout.head_grid(model), dtype=torch.bool)
     keep[0, [0, 1]] = False  # group 0 keeps 1 of 3
     keep[1, [0, 3, 4]] = False  # group 0 keeps 2, group 1 keeps 1
     groups = headprune.kv_groups(model)
@@ -164,7 +164,7 @@ def test_uniform_gqa_prune_loads_with_plain_from_pretrained(tmp_path):
 
     model = tiny_model("llama")
     batch = tiny_batch(model)
-    keep = torch.ones(arch.head_grid(model), dtype=torch.bool)
+    keep = torch.ones(layout.head_grid(model), dtype=torch.bool)
     keep[:, 3:] = False  # every layer: group 1 removed whole
     pruned = headprune.prune(model, keep)
     headprune.save_pruned(pruned, tmp_path / "p")
@@ -176,7 +176,7 @@ def test_uniform_gqa_prune_loads_with_plain_from_pretrained(tmp_path):
 
 RELOAD_SCRIPT = """
 import sys, torch, headprune
-from headprune.tiny import tiny_batch
+from headprune.model.tiny import tiny_batch
 model = headprune.load_pruned(sys.argv[1])
 batch = tiny_batch(model)
 with torch.no_grad():
@@ -284,11 +284,11 @@ def test_mask_json_round_trip_and_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         headprune.read_mask(tmp_path / "bad.json", model)
-    with pytest.raises(ValueError, match="mask file not found"):
+    with pytest.raises(ValueError, match="no such mask file"):
         headprune.read_mask(tmp_path / "missing.json", model)
     record["kept_heads"][0] = [9]
     (tmp_path / "range.json").write_text(json.dumps(record))
-    with pytest.raises(ValueError, match=r"integers in \[0, 4\)"):
+    with pytest.raises(ValueError, match=r"whole numbers in \[0, 4\)"):
         headprune.read_mask(tmp_path / "range.json", model, check_model_id=False)
 
 
@@ -315,4 +315,4 @@ def test_vit_mask_and_prune():
     torch.testing.assert_close(expected, _reference_ablation(model, keep, pixels), atol=1e-5, rtol=1e-5)
     pruned = headprune.prune(model, keep)
     torch.testing.assert_close(_logits(pruned, pixels), expected, atol=1e-4, rtol=1e-4)
-    assert arch.parameter_count(pruned) < arch.parameter_count(model)
+    assert layout.parameter_count(pruned) < layout.parameter_count(model)

@@ -1,0 +1,145 @@
+"""What every sub-command shares: the `Command` record, the model/data/output options, argument types that
+refuse nonsense at parse time, progress bars, opening a Workbench, reading masks, and output-path checks."""
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..core.distributed import is_main
+from ..core.errors import UserError
+from ..core.progress import TqdmProgress
+from ..model.schema import read_mask
+from ..presets import PRESETS
+from ..workbench import Workbench, open_workload
+from ..workbench.outputs import check_output
+
+
+@dataclass(frozen=True)
+class Command:
+    """A sub-command: `build(parser)` adds its options, `run(args) -> dict` calls the engine, `render(result)`
+    is the readable summary (else JSON), `outputs(args)` lists (path, kind, overwrite) checked before any work."""
+
+    name: str
+    help: str
+    build: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], dict]
+    render: Callable[[dict], str] | None = None
+    outputs: Callable[[argparse.Namespace], list] | None = None
+
+
+# ------------------------------------------------------------------------------------------ argument types
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 1, got {value}")
+    return value
+
+
+def whole(text: str) -> int:
+    """A whole number ≥ 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {value}")
+    return value
+
+
+def finite(text: str) -> float:
+    """A finite number (no nan, no inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+# ------------------------------------------------------------------------------------------ shared options
+def add_model_args(parser: argparse.ArgumentParser, *, default_split: str = "test") -> None:
+    """The options every model + data command shares."""
+    group = parser.add_argument_group("model and data")
+    group.add_argument("--model", required=True, metavar="PRESET|HUB_ID|DIR",
+                       help=f"a preset ({', '.join(PRESETS)}), a Hub id, or a folder saved with save_pretrained / save_pruned")
+    group.add_argument("--data", default="tweets", metavar="tweets|HUB_NAME|FILE",
+                       help="'tweets' (built in), a Hub dataset name, or a CSV/TSV/JSON/JSONL/Parquet file (default: tweets)")
+    group.add_argument("--split", default=None,
+                       help=f"train, validation (val, dev) or test (default: {default_split}; a plain file is one "
+                            "split: leave this out, or give the file a 'split' column)")
+    group.add_argument("--config-name", default=None, help="the Hub dataset's configuration (e.g. sst2 for glue)")
+    group.add_argument("--limit", type=positive_int, default=None, metavar="N",
+                       help="use a seeded random sample of N examples")
+    group.add_argument("--seed", type=int, default=0, help="seed for sampling and masking (default: 0)")
+    group.add_argument("--batch-size", type=positive_int, default=None,
+                       help="examples per batch (default: 32; 8 for causal language models)")
+    group.add_argument("--max-length", type=positive_int, default=128, help="tokens per example (default: 128)")
+    group.add_argument("--text-column", default=None, help="the data's text column (guessed when omitted)")
+    group.add_argument("--text-pair-column", default=None, help="the second text of a pair task, if any")
+    group.add_argument("--label-column", default=None, help="the data's label column (guessed when omitted)")
+    group.add_argument("--trust-remote-code", action="store_true",
+                       help="allow a model that ships its own code to run it (only for models you trust)")
+    parser.set_defaults(default_split=default_split)
+
+
+def add_output_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a summary")
+    group.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output, if it is a previous headprune output of the same kind")
+
+
+def progress_bar(args: argparse.Namespace, description: str) -> TqdmProgress:
+    """A `progress(fraction, message)` callback drawing on stderr (silent with --quiet); close it after use."""
+    return TqdmProgress(description, disable=bool(getattr(args, "quiet", False)) or not is_main())
+
+
+def data_options(args: argparse.Namespace) -> dict:
+    return {"text_column": args.text_column, "text_pair_column": args.text_pair_column,
+            "label_column": args.label_column, "config_name": args.config_name}
+
+
+def open_bench(args: argparse.Namespace, *, split: str | None = None, limit: int | None = None) -> Workbench:
+    """A Workbench over `--model` and one split of `--data` (default: `--split`, `--limit`)."""
+    with progress_bar(args, f"loading {args.model}") as bar:
+        workload = open_workload(args.model, args.data, split=split if split is not None else args.split,
+                                 default_split=args.default_split, limit=limit if limit is not None else args.limit,
+                                 batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
+                                 data_options={k: v for k, v in data_options(args).items() if v is not None},
+                                 trust_remote_code=args.trust_remote_code, progress=bar)
+    return Workbench(workload)
+
+
+def read_keep(path: str, bench: Workbench):
+    """The keep mask in a mask file written by headprune, for the bench's model."""
+    return read_mask(path, bench.model, model_id=bench.workload.loaded.model_id)
+
+
+def protected_inputs(args: argparse.Namespace) -> list[Path]:
+    """Paths no output may replace: the model folder, the data file and mask files given as inputs."""
+    found = [getattr(args, name, None) for name in ("model", "data", "mask")]
+    return [Path(p).expanduser() for p in found if p and Path(p).expanduser().exists()]
+
+
+def check_outputs(command: Command, args: argparse.Namespace) -> None:
+    """Validate every output path of `command` before any loading, scoring or training starts."""
+    if command.outputs is None:
+        return
+    protect = protected_inputs(args)
+    for path, kind, option in command.outputs(args):
+        if path:
+            try:
+                check_output(path, kind, overwrite=bool(getattr(args, "overwrite", False)), protect=protect)
+            except UserError as exc:
+                raise UserError(str(exc), option=option) from None

@@ -1,0 +1,83 @@
+"""Fine-tuning checkpoints on disk: `DIR/step-00000123/` folders, the newest two kept.
+
+Each holds the weights (`model/`, written by `save_pruned`; LoRA runs store the adapter in the state instead),
+`trainer_state.pt` (optimizer, scheduler, RNG states, step, losses: plain tensors and numbers, loaded with
+`torch.load(weights_only=True)`) and `checkpoint.json` (step and the run's settings, which a resume must match).
+The folder itself carries `headprune_checkpoints.json`, so headprune recognises it as its own.
+"""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..core.atomic import atomic_directory, atomic_write_bytes, atomic_write_text
+from ..core.errors import UserError
+from ..model.layout import kept_mask
+from ..model.storage import load_pruned, save_pruned
+
+CHECKPOINT_PREFIX = "step-"
+STATE_FILE = "trainer_state.pt"
+INFO_FILE = "checkpoint.json"
+MARKER = "headprune_checkpoints.json"
+KEEP_CHECKPOINTS = 2
+
+
+def checkpoints(directory: str | Path) -> list[Path]:
+    """Complete checkpoints in `directory`, oldest first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and (p / INFO_FILE).is_file()]
+    number = lambda p: int(p.name[len(CHECKPOINT_PREFIX):]) if p.name[len(CHECKPOINT_PREFIX):].isdigit() else -1
+    return sorted(found, key=number)
+
+
+def save_checkpoint(directory: Path, state: dict, model, settings: dict, adapter: dict | None) -> Path:
+    """Write `directory/step-N/` atomically and drop all but the newest `KEEP_CHECKPOINTS`."""
+    directory = Path(directory)
+    if not (directory / MARKER).is_file():
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(directory / MARKER, json.dumps({"kind": "checkpoints", "settings": settings}, indent=2) + "\n")
+    step = int(state["step"])
+    target = directory / f"{CHECKPOINT_PREFIX}{step:08d}"
+    payload = dict(state)
+    if adapter is not None:
+        payload["adapter"] = adapter
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with atomic_directory(target, overwrite=True) as tmp:  # a stop right after a periodic checkpoint rewrites it
+        if adapter is None:
+            save_pruned(model, tmp / "model")
+        atomic_write_bytes(tmp / STATE_FILE, buffer.getvalue())
+        atomic_write_text(tmp / INFO_FILE, json.dumps({"step": step, "settings": settings}, indent=2) + "\n")
+    for old in checkpoints(directory)[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def load_checkpoint(path: Path, model, settings: dict, lora: bool) -> dict:
+    """Restore `model`'s weights from checkpoint `path` and return its training state (checked against `settings`)."""
+    info = json.loads((path / INFO_FILE).read_text(encoding="utf-8"))
+    saved = info.get("settings", {})
+    changed = [f"{k} {saved.get(k)!r} ≠ {v!r}" for k, v in settings.items() if saved.get(k) != v]
+    if changed:
+        raise UserError(f"the checkpoint {path} was made with other settings ({'; '.join(changed[:3])}); "
+                        "resume with the same settings, or start afresh without resuming")
+    # optimizer / scheduler state dicts, RNG byte tensors and (LoRA) adapter tensors: all plain data
+    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    if lora:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, state.pop("adapter"))
+    else:
+        saved_model = load_pruned(path / "model")
+        if not torch.equal(kept_mask(saved_model), kept_mask(model)):
+            raise UserError(f"the checkpoint {path} holds a model with other heads than this one")
+        with torch.no_grad():
+            for name, tensor in saved_model.state_dict().items():
+                model.state_dict()[name].copy_(tensor)
+    return state

@@ -1,0 +1,47 @@
+"""Split names (train / validation / test and their aliases: val, dev, ...) and sample sizes, one definition
+for every source."""
+from __future__ import annotations
+
+from ..core.errors import UserError
+
+SPLITS = ("train", "validation", "test")
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "dev": "validation",
+    "test": "test",
+}
+# Share of the de-duplicated tweets in each split, by a hash of the text (out of 10).
+
+
+def normalise_split(split: str) -> str:
+    """Map a split name or alias ("val", "dev") onto train / validation / test."""
+    key = str(split).strip().lower()
+    if key not in SPLIT_ALIASES:
+        raise UserError(f"unknown split {split!r}: use train, validation (val, dev) or test", option="split")
+    return SPLIT_ALIASES[key]
+
+
+def pick_split(available: list[str], split: str, origin: str) -> str:
+    """The available split matching `split` or one of its aliases."""
+    wanted = str(split).strip().lower()
+    canonical = SPLIT_ALIASES.get(wanted, wanted)
+    for name in available:
+        if name.lower() == wanted:
+            return name
+    for name in available:
+        if SPLIT_ALIASES.get(name.lower()) == canonical:
+            return name
+    raise UserError(f"{origin} has no split {split!r}; splits found: {', '.join(available)}", option="split")
+
+
+
+
+def check_limit(limit) -> int:
+    """A sample size: a whole number ≥ 1."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise UserError(f"limit must be a positive whole number, got {limit!r}", option="limit")
+    return limit

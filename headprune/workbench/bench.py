@@ -1,0 +1,329 @@
+"""The Workbench: every operation the CLI and the dashboard share, over one workload.
+
+After explainerdashboard's "stateful explainer": the workload (model, data, results computed on it) may be shared
+by many browser sessions; a `Workbench` is one session's view of it, holding what that session owns (its live
+evaluator, its recovered mask). Each CLI command is an argument parser plus Workbench calls; each dashboard page
+lays out widgets and figures and calls the Workbench. No pipeline is assembled anywhere else.
+"""
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+
+from ..core.errors import UserError
+from ..core.progress import Progress, parts, sub
+from ..core.records import Record
+from ..core.types import CurveMode, RecoveryMethod, RecoveryTarget, UnitMode
+from ..evaluation.latency import measure
+from ..evaluation.live import LiveEvaluator
+from ..evaluation.loop import evaluate
+from ..evaluation.metrics import Evaluation
+from ..evaluation.zeroshot import zero_shot_sentiment
+from ..model.schema import ScoreRecord
+from ..recovery.finetune import FinetuneReport, FinetuneSettings, recover as finetune_recover
+from ..recovery.lsq import Recovery, lsq_recover
+from ..scoring.agreement import bootstrap_ranks, compare_metrics
+from ..scoring.api import score_heads, score_many
+from ..scoring.attention import attention_pattern
+from ..scoring.roles import head_roles
+from ..search.budget import BudgetResult, budget_mask
+from ..search.curves import prune_curve, random_baseline
+from ..search.iterative import iterative_scores
+from ..search.masks import least_important, removable_heads
+from ..model.surgery import prune
+from .export import ExportReport, prune_and_save, reproducibility_record
+from .workload import Workload, split_batches
+
+EXACT_MEMO = 256  # exact evaluations a session remembers, by mask
+
+
+@dataclass(frozen=True)
+class RecoveredMask(Record):
+    """A least-squares recovery of one mask and its metrics on the workload's examples."""
+
+    recovery: Recovery
+    result: Evaluation | None
+    calibrated_on: str
+
+    @property
+    def keep(self) -> torch.Tensor:
+        return self.recovery.keep
+
+
+def _mask_key(keep) -> tuple:
+    return tuple(torch.as_tensor(keep).bool().flatten().tolist())
+
+
+class Workbench:
+    """One session's operations over a (possibly shared) `Workload`."""
+
+    def __init__(self, workload: Workload):
+        self.workload = workload
+        self._live: LiveEvaluator | None = None
+        self._exact: collections.OrderedDict = collections.OrderedDict()
+        self.recovered: RecoveredMask | None = None
+
+    # ------------------------------------------------------------------------------------------ basics
+    @property
+    def model(self):
+        return self.workload.model
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.workload.shape
+
+    @property
+    def dense(self) -> Evaluation:
+        return self.workload.dense
+
+    def split_batches(self, split: str | None, *, limit: int | None = None, batch_size: int | None = None):
+        """(data frame, batches) of another split of the workload's data, batched like the workload."""
+        w = self.workload
+        return split_batches(w.loaded, w.data_spec, split, limit=limit, batch_size=batch_size or w.settings["batch_size"],
+                             max_length=w.settings["max_length"], seed=w.settings["seed"], data_options=w.data_options())
+
+    def other_examples(self, split: str | None, limit: int, *, purpose: str) -> tuple[list, str]:
+        """(batches, description) of up to `limit` examples of `split` that are not among the workload's own
+        examples (so a search judged or calibrated on them does not see the live set). A source without such
+        a split gives its remaining rows; with nothing left, the workload's own examples, said so."""
+        w = self.workload
+        key = (split, limit, purpose)
+        found = w.store.get("other-examples", key)
+        if found is not None:
+            return found
+        try:
+            df, _ = self.split_batches(split)
+        except UserError:
+            df, split = self.split_batches(None)[0], None
+        own = set(w.df["text"].astype(str))
+        rest = df[~df["text"].astype(str).isin(own)]
+        if len(rest) == 0:
+            return w.store.put("other-examples", key, (w.batches, f"the live examples themselves (the data has no "
+                                                                  f"others; optimistic {purpose})"))
+        rest = rest.sample(n=min(limit, len(rest)), random_state=w.settings["seed"]).reset_index(drop=True)
+        from ..sources.batches import make_batches
+
+        batches = make_batches(w.loaded.tokenizer, rest, w.loaded.task, batch_size=w.settings["batch_size"],
+                               max_length=w.settings["max_length"], seed=w.settings["seed"])
+        where = f"{split} examples" if split else "other examples of the same file"
+        return w.store.put("other-examples", key, (batches, f"{len(rest)} {where}, apart from the live set"))
+
+    # ------------------------------------------------------------------------------------------ scores
+    def score(self, metric: str, *, keep=None, normalise_layers: bool = False, global_minmax: bool = False,
+              seed: int = 0, cache: bool = True, progress: Progress | None = None) -> ScoreRecord:
+        """`metric`'s scores of every head on the workload's examples, with what they mean; shared by every
+        session (the disk cache holds the raw statistic across runs)."""
+        options = {"normalise_layers": normalise_layers, "global_minmax": global_minmax, "seed": seed}
+        key = (metric, tuple(sorted(options.items())), None if keep is None else _mask_key(keep))
+        found = self.workload.store.get("scores", key)
+        if found is not None:
+            return found
+        scores = score_heads(self.model, self.workload.batches, metric, keep=keep, normalise_layers=normalise_layers,
+                             global_minmax=global_minmax, seed=seed, cache=cache, progress=progress)
+        return self.workload.store.put("scores", key, ScoreRecord(metric, scores, options, self.workload.loaded.model_id,
+                                                                  self._data_record()))
+
+    def stored_score(self, metric: str, **options) -> ScoreRecord | None:
+        """The score record of `metric` if some session computed it already (no work)."""
+        options = {"normalise_layers": False, "global_minmax": False, "seed": 0, **options}
+        return self.workload.store.get("scores", (metric, tuple(sorted(options.items())), None))
+
+    def adopt_scores(self, record: ScoreRecord) -> ScoreRecord:
+        """Make a score record read from a file (`headprune score --out`) available like computed scores."""
+        options = {"normalise_layers": False, "global_minmax": False, "seed": 0, **record.options}
+        options = {k: options[k] for k in ("normalise_layers", "global_minmax", "seed")}
+        return self.workload.store.put("scores", (record.metric, tuple(sorted(options.items())), None), record)
+
+    def compare(self, metrics: list[str], *, progress: Progress | None = None) -> dict:
+        """Score maps of `metrics` (and `attention_mean`, the teaching example) and their rank correlations."""
+        found = self.workload.store.get("compare", tuple(metrics))
+        if found is not None:
+            return found
+        wanted = list(dict.fromkeys([*metrics, "attention_mean"]))
+        maps = score_many(self.model, self.workload.batches, wanted, progress=progress)
+        return self.workload.store.put("compare", tuple(metrics),
+                                       {"maps": maps, "corr": compare_metrics({m: maps[m] for m in metrics})})
+
+    def bootstrap(self, metric: str, *, progress: Progress | None = None) -> dict:
+        """Bootstrap rank intervals of `metric` (20 resamples of the examples)."""
+        found = self.workload.store.get("bootstrap", (metric,))
+        if found is None:
+            found = self.workload.store.put("bootstrap", (metric,),
+                                            bootstrap_ranks(self.model, self.workload.batches, metric, progress=progress))
+        return found
+
+    def roles(self, *, max_examples: int = 64):
+        """Role tags of every head (a DataFrame: layer, head, role, statistic, value)."""
+        found = self.workload.store.get("roles", (max_examples,))
+        if found is None:
+            found = self.workload.store.put("roles", (max_examples,),
+                                            head_roles(self.model, self.workload.batches, max_examples=max_examples))
+        return found
+
+    def attention_pattern(self, example_index: int, layer: int, head: int) -> tuple[Any, list[str]]:
+        """One head's attention map on one of the workload's examples: (weights (T, T), token texts)."""
+        from ..sources.batches import make_batches
+        from ..sources.tokens import display_tokens
+
+        w = self.workload
+        one = make_batches(w.loaded.tokenizer, w.df.iloc[[example_index]].reset_index(drop=True), w.loaded.task,
+                           batch_size=1, max_length=int(w.settings.get("max_length", 128)))[0]
+        weights, ids = attention_pattern(self.model, one, 0, layer, head)
+        return weights, display_tokens(w.loaded.tokenizer, ids)
+
+    # ------------------------------------------------------------------------------------------ masks
+    def least_important(self, metric: str, n: int, *, min_heads_per_layer: int = 1, unit_mode: UnitMode = "head",
+                        iterative: float | None = None, seed: int = 0, progress: Progress | None = None) -> torch.Tensor:
+        """The mask without the `n` least important heads by `metric` (one-shot, or iterative with step)."""
+        limit = removable_heads(self.shape, min_heads_per_layer)
+        if n > limit:
+            raise UserError(f"cannot remove {n} heads while keeping {min_heads_per_layer} in each of "
+                            f"{self.shape[0]} layers: at most {limit} can go", option="heads")
+        scores = self.ranking(metric, iterative=iterative, until=n / (self.shape[0] * self.shape[1]),
+                              min_heads_per_layer=min_heads_per_layer, unit_mode=unit_mode, seed=seed, progress=progress)
+        return least_important(scores, n, model=self.model, min_heads_per_layer=min_heads_per_layer,
+                               unit_mode=unit_mode)
+
+    def ranking(self, metric: str, *, iterative: float | None = None, until: float = 1.0, min_heads_per_layer: int = 1,
+                unit_mode: UnitMode = "head", seed: int = 0, progress: Progress | None = None) -> torch.Tensor:
+        """Scores that order heads for removal: `metric` once, or the iterative removal order (step `iterative`)."""
+        if iterative is None:
+            return self.score(metric, seed=seed, progress=progress).scores
+        return iterative_scores(self.model, self.workload.batches, metric, step=iterative, until=until,
+                                min_heads_per_layer=min_heads_per_layer, unit_mode=unit_mode, progress=progress)
+
+    def budget(self, metric: str, max_drop: float, *, judge_batches: list | None = None, recover: RecoveryMethod | None = None,
+               recover_target: RecoveryTarget = "auto", calib_batches: list | None = None, iterative: float | None = None,
+               until: float = 1.0, greedy: bool = False, min_heads_per_layer: int = 1, unit_mode: UnitMode = "head",
+               progress: Progress | None = None) -> BudgetResult:
+        """The most heads removable by `metric`'s order within `max_drop` (a fraction) of dense on `judge_batches`
+        (default: the workload's own examples), each candidate recovered by least squares on `calib_batches`
+        when `recover` names a method."""
+        rank, search = parts(progress, 2) if iterative is not None else (None, progress)
+        scores = self.ranking(metric, iterative=iterative, until=until, min_heads_per_layer=min_heads_per_layer,
+                              unit_mode=unit_mode, progress=rank)
+        judge = judge_batches if judge_batches is not None else self.workload.batches
+        if recover is not None and calib_batches is None:
+            raise UserError("recovery inside the budget search needs calibration data apart from the judging data",
+                            option="calib_split")
+        _, result = budget_mask(self.model, judge, scores, max_drop=max_drop, greedy=greedy,
+                                recover_batches=calib_batches if recover else None, recover_method=recover or "weights",
+                                recover_target=recover_target, min_heads_per_layer=min_heads_per_layer,
+                                unit_mode=unit_mode, progress=search)
+        return result
+
+    def curves(self, metrics: list[str], modes: list[CurveMode], fractions: list[float], *, step: float = 0.1,
+               seeds: int = 5, stop_below: float | None = None, progress: Progress | None = None) -> dict:
+        """Pruning curves of every (metric, mode) and the random-order baseline, sharing one live evaluator:
+        {"curves": DataFrame, "baseline": DataFrame or None}. Shared by every session."""
+        import pandas as pd
+
+        key = (tuple(metrics), tuple(modes), tuple(fractions), step, seeds, stop_below)
+        found = self.workload.store.get("curves", key)
+        if found is not None:
+            return found
+        evaluator = LiveEvaluator(self.model, self.workload.batches)
+        jobs = [(m, mode) for m in metrics for mode in modes]
+        pieces = parts(progress, len(jobs) + (1 if seeds else 0))
+        frames = [prune_curve(self.model, self.workload.batches, metric, fractions, mode=mode, step=step,
+                              stop_below=stop_below, evaluator=evaluator, progress=piece)
+                  for (metric, mode), piece in zip(jobs, pieces)]
+        baseline = random_baseline(self.model, self.workload.batches, fractions, seeds=tuple(range(seeds)),
+                                   evaluator=evaluator, progress=pieces[-1]) if seeds else None
+        return self.workload.store.put("curves", key, {"curves": pd.concat(frames, ignore_index=True),
+                                                       "baseline": baseline})
+
+    # ------------------------------------------------------------------------------------------ evaluation
+    def evaluate(self, keep=None, *, batches: list | None = None, progress: Progress | None = None) -> Evaluation:
+        """Metrics under `keep` on the workload's examples (or `batches`): one full pass."""
+        return evaluate(self.model, batches if batches is not None else self.workload.batches, keep,
+                        task=self.workload.loaded.task, progress=progress)
+
+    def zero_shot_ready(self) -> list[str]:
+        """The label names for zero-shot classification; `UserError` when the model or data cannot do it."""
+        w = self.workload
+        names = w.df.attrs.get("label_names")
+        if w.loaded.task != "causal-lm":
+            raise UserError("zero-shot classification needs a causal language model", option="zero_shot")
+        if "label" not in w.df.columns or not names:
+            raise UserError("zero-shot classification needs data with named labels (e.g. the built-in tweets)",
+                            option="zero_shot")
+        return list(names)
+
+    def zero_shot(self, keep=None, *, progress: Progress | None = None) -> dict:
+        """Zero-shot sentiment accuracy of a causal LM from label-word logits (needs named labels)."""
+        names = self.zero_shot_ready()
+        return zero_shot_sentiment(self.workload.loaded, self.workload.df, labels=names, keep=keep, progress=progress)
+
+    @property
+    def live(self) -> LiveEvaluator:
+        """This session's live evaluator over the workload's examples (built on first use)."""
+        if self._live is None:
+            self._live = LiveEvaluator(self.model, self.workload.batches)
+        return self._live
+
+    def exact(self, keep) -> Evaluation:
+        """Exact metrics of a mask on the workload's examples, re-running only the changed layers (memoised)."""
+        key = _mask_key(keep)
+        if key not in self._exact:
+            self._exact[key] = self.live.evaluate(keep)
+            while len(self._exact) > EXACT_MEMO:
+                self._exact.popitem(last=False)
+        return self._exact[key]
+
+    def estimate(self, keep) -> float:
+        """Instant first-order loss estimate of a mask around the dense model."""
+        return self.live.estimate(keep, around="dense")["loss"]
+
+    def measure(self, keep, *, batch_size: int = 8, seq_len: int = 128, repeats: int = 10,
+                progress: Progress | None = None) -> dict:
+        """Measured latency, dense vs physically pruned (`measure`)."""
+        return measure(self.model, keep, batch_size=batch_size, seq_len=seq_len, repeats=repeats, progress=progress)
+
+    # ------------------------------------------------------------------------------------------ recovery, export
+    def recover(self, keep, method: RecoveryMethod = "weights", *, target: RecoveryTarget = "auto",
+                calib: tuple[list, str] | None = None, evaluate: bool = True,
+                progress: Progress | None = None) -> RecoveredMask:
+        """Least-squares recovery of `keep` (calibrated on `calib` = (batches, description), default the
+        training examples apart from the live set), evaluated on the workload's examples (unless not
+        `evaluate`); kept as this session's recovered mask."""
+        batches, described = calib or self.other_examples("train", 512, purpose="calibration")
+        recovery = lsq_recover(self.model, keep, batches, method=method, target=target,
+                               progress=sub(progress, 0, 0.8 if evaluate else 1.0))
+        result = None
+        if evaluate:
+            with recovery.applied(self.model):
+                result = self.evaluate(progress=sub(progress, 0.8, 1.0))
+        self.recovered = RecoveredMask(recovery=recovery, result=result, calibrated_on=described)
+        return self.recovered
+
+    def recovered_for(self, keep) -> RecoveredMask | None:
+        """This session's recovered mask when it belongs to `keep`."""
+        rec = self.recovered
+        return rec if rec is not None and torch.equal(rec.keep, torch.as_tensor(keep).bool()) else None
+
+    def mask_record(self, keep, *, after: Mapping[str, Any], scores: Mapping[str, Any] | None = None,
+                    latency: Mapping[str, Any] | None = None, versions: Mapping[str, str] | None = None) -> dict:
+        """The reproducibility record of a mask (its file's `meta`)."""
+        return reproducibility_record(self.workload, keep, after=after, scores=scores, latency=latency,
+                                      versions=versions)
+
+    def export(self, keep, folder, *, recovery: Recovery | None = None, meta: Mapping[str, Any] | None = None,
+               overwrite: bool = False) -> ExportReport:
+        """Prune physically (with `recovery` baked in), save, reload and compare (`prune_and_save`)."""
+        return prune_and_save(self.workload, keep, folder, meta=meta, recovery=recovery, overwrite=overwrite)
+
+    def finetune(self, keep, train_batches: list, settings: FinetuneSettings | None = None, *,
+                 val_batches=None, test_batches=None, **options) -> tuple[torch.nn.Module, FinetuneReport]:
+        """Prune `keep` physically and recover by fine-tuning with distillation from the dense model
+        (`options`: checkpoint_dir, checkpoint_every, resume, should_stop, progress, settings fields)."""
+        return finetune_recover(prune(self.model, keep), train_batches, settings, teacher=self.model,
+                                val_batches=val_batches, test_batches=test_batches, **options)
+
+    def _data_record(self) -> dict:
+        w = self.workload
+        return {"data": w.data_spec, "split": w.split, "limit": w.settings.get("limit"), "n": len(w.df),
+                "max_length": w.settings.get("max_length")}

@@ -1,0 +1,135 @@
+"""The dashboard's state, without Streamlit: mask links, grid toggles, undo, and the app's start-up settings.
+
+* `encode_mask` / `decode_mask`: a keep-mask (L, H) <-> a short URL-safe text, so a link reproduces a mask;
+* `toggle_selection`: what a click (one head) or a box selection (a block of heads) does to a mask;
+* `MaskHistory`: an undo stack of masks;
+* `app_settings`: the starting model / data / live-set size from the command line or the environment.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+
+from ..core.errors import UserError
+
+DEFAULT_LIVE_EXAMPLES = 256  # a toggle answers in about a second on 2 CPU cores for MiniLM (6x12, 128 tokens)
+
+_HEX = "0123456789abcdef"
+
+
+# ------------------------------------------------------------------------------------------ mask <-> URL
+def encode_mask(keep) -> str:
+    """A keep mask (L, H), True = kept, as URL-safe text "LxH-<hex>": the row-major bits, 4 heads a hex digit.
+
+    6x12 all kept -> "6x12-fff...f" (18 hex digits); SmolLM2's 30x9 needs 68.
+    """
+    keep = torch.as_tensor(keep).bool()
+    if keep.dim() != 2:
+        raise UserError(f"keep mask must be 2-D (num_layers, num_heads), got shape {tuple(keep.shape)}")
+    bits = keep.flatten().tolist()
+    bits += [False] * (-len(bits) % 4)
+    digits = "".join(_HEX[8 * a + 4 * b + 2 * c + d] for a, b, c, d in zip(*[iter(bits)] * 4))
+    return f"{keep.shape[0]}x{keep.shape[1]}-{digits}"
+
+
+def decode_mask(text: str, shape: tuple[int, int] | None = None) -> torch.Tensor:
+    """Parse `encode_mask` text back into a bool tensor (L, H); `shape` checks it fits the loaded model."""
+    text = str(text).strip().lower()
+    try:
+        dims, digits = text.split("-", 1)
+        layers, heads = (int(n) for n in dims.split("x"))
+        values = [_HEX.index(ch) for ch in digits]
+    except ValueError:
+        raise UserError(f"not a headprune mask link: {text[:40]!r} (expected LxH-<hex digits>)") from None
+    if layers < 1 or heads < 1 or len(values) != -(-layers * heads // 4):
+        raise UserError(f"mask link {text[:40]!r} is damaged: {len(values)} hex digits do not fit {layers}x{heads} heads")
+    if shape is not None and (layers, heads) != tuple(shape):
+        raise UserError(f"the mask in the link is for {layers} layers x {heads} heads; "
+                         f"the loaded model has {shape[0]} x {shape[1]}")
+    bits = [bool(v >> (3 - i) & 1) for v in values for i in range(4)]
+    return torch.tensor(bits[: layers * heads], dtype=torch.bool).view(layers, heads)
+
+
+# --------------------------------------------------------------------------------------- grid selections
+def selected_heads(points: Iterable[Mapping[str, Any]]) -> list[tuple[int, int]]:
+    """(layer, head) of every selected grid point (Plotly selection points carrying customdata=[layer, head])."""
+    heads = []
+    for point in points:
+        data = point.get("customdata")
+        if isinstance(data, (list, tuple)) and len(data) >= 2:
+            heads.append((int(data[0]), int(data[1])))
+    return list(dict.fromkeys(heads))
+
+
+def toggle_selection(keep: torch.Tensor, points: Iterable[Mapping[str, Any]]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """Apply a grid selection to `keep` (L, H); returns (new mask, heads whose state changed).
+
+    One head: flip it. Several (box select): a block acts as one switch — if any of them is kept, remove
+    them all; if all are already removed, restore them all. An empty selection (a click on blank space, or
+    the deselection Plotly reports after a redraw) changes nothing. `keep` itself is never modified.
+    """
+    heads = [(l, h) for l, h in selected_heads(points) if 0 <= l < keep.shape[0] and 0 <= h < keep.shape[1]]
+    new = keep.clone()
+    if not heads:
+        return new, []
+    if len(heads) == 1:
+        target = [not bool(keep[heads[0]])]
+    else:
+        target = [not any(bool(keep[lh]) for lh in heads)] * len(heads)
+    changed = []
+    for (layer, head), value in zip(heads, target):
+        if bool(new[layer, head]) != value:
+            new[layer, head] = value
+            changed.append((layer, head))
+    return new, changed
+
+
+# ------------------------------------------------------------------------------------------------- undo
+class MaskHistory:
+    """Undo stack of keep masks (at most `limit`, oldest dropped); stores copies, never the caller's tensor."""
+
+    def __init__(self, limit: int = 50):
+        self.limit = limit
+        self._past: list[torch.Tensor] = []
+
+    def push(self, keep: torch.Tensor) -> None:
+        """Remember `keep` (the mask *before* a change); an identical repeat of the last entry is skipped."""
+        keep = torch.as_tensor(keep).bool().clone()
+        if self._past and torch.equal(self._past[-1], keep):
+            return
+        self._past.append(keep)
+        del self._past[: max(0, len(self._past) - self.limit)]
+
+    def undo(self) -> torch.Tensor:
+        """The last remembered mask, removed from the stack; UserError when there is nothing to undo."""
+        if not self._past:
+            raise UserError("nothing to undo")
+        return self._past.pop()
+
+    def __len__(self) -> int:
+        return len(self._past)
+
+
+# ----------------------------------------------------------------------------------------- app settings
+def app_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> dict:
+    """Starting model, data and live-set size: `streamlit run app.py -- --model M --data D --live-examples N`,
+    else env HEADPRUNE_MODEL / HEADPRUNE_DATA / HEADPRUNE_LIVE_EXAMPLES, else minilm-tweets on the tweets."""
+    environ = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(prog="app.py", add_help=False)
+    parser.add_argument("--model", default=environ.get("HEADPRUNE_MODEL") or "minilm-tweets")
+    parser.add_argument("--data", default=environ.get("HEADPRUNE_DATA") or "tweets")
+    parser.add_argument("--live-examples", type=int, default=None)
+    args, _ = parser.parse_known_args(list(argv or []))
+    live = args.live_examples
+    if live is None:
+        text = environ.get("HEADPRUNE_LIVE_EXAMPLES", "")
+        try:
+            live = int(text) if text else DEFAULT_LIVE_EXAMPLES
+        except ValueError:
+            raise UserError(f"HEADPRUNE_LIVE_EXAMPLES must be a whole number, got {text!r}") from None
+    if live < 1:
+        raise UserError(f"the live evaluation set needs at least 1 example, got {live}")
+    return {"model": args.model, "data": args.data, "live_examples": live}
