@@ -1,52 +1,68 @@
-"""Streamlit glue shared by the pages: the loaded workload, the session's mask, engine look-ups, jobs.
+"""Streamlit glue shared by the pages: the session's Workbench and mask, errors, background jobs.
 
-Only state and layout live here; every number comes from `headprune` (the engine never imports Streamlit).
+Only state and layout live here; every number comes from `headprune.workbench.Workbench` (the engine never
+imports Streamlit). One `Workload` per (model, data, size) is shared by every browser session
+(`st.cache_resource`); each session gets its own `Workbench` over it.
 """
 from __future__ import annotations
 
-import importlib
-import threading
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import streamlit as st
 import torch
 
+from headprune.core.errors import UserError
+from headprune.core.log import log_internal_error
+from headprune.scoring.registry import METRICS
+from headprune.workbench import Workbench, Workload, open_workload
 from headprune.workbench.jobs import Job
-from headprune.workbench.ui_state import MaskHistory, Workload, encode_mask, load_workload
+from headprune.workbench.ui_state import MaskHistory, encode_mask
 
 KEEP = "keep"  # the session's mask (L, H) bool tensor; a plain key, so it survives page switches
 KEEP_FOR = "keep_for"  # Workload.key the mask belongs to
 HISTORY = "mask_history"
 GRID_VERSION = "grid_version"  # bumped after each toggle so the next grid is a fresh widget with no selection
+DEFAULT_METRIC = "gradient"
+LIVE_BATCH_SIZE = {"classification": 64, "masked-lm": 32, "causal-lm": 8}
 
 
-# ---------------------------------------------------------------------------------------------- engine
-def engine(module: str):
-    """`headprune.<module>`, or None when that part of the engine is not available (yet)."""
-    try:
-        return importlib.import_module(f"headprune.{module}")
-    except ImportError:
-        return None
-
-
-def unavailable(what: str, module: str) -> None:
-    st.info(f"{what} is not available yet: this installation has no `headprune.{module}`.", icon="🧩")
-
-
+# ---------------------------------------------------------------------------------------------- errors
 def error(what: str, exc: BaseException) -> None:
-    """One `st.error` with the reason; the session's state is left as it was."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    st.error(f"{what}: {text}", icon="⚠️")
+    """One `st.error`: the reason for bad input; for anything else, that it is a bug and where the traceback is.
+    The session's state is left as it was."""
+    if isinstance(exc, UserError):
+        st.error(f"{what}: {' '.join(str(exc).split())}", icon="⚠️")
+        return
+    path = log_internal_error(exc, what)
+    st.error(f"{what}: internal error (this is a bug): {type(exc).__name__}: {' '.join(str(exc).split())[:300]}. "
+             f"The traceback is in {path}.", icon="🐞")
 
 
 # --------------------------------------------------------------------------------------------- workload
 @st.cache_resource(show_spinner=False, max_entries=3)
 def cached_workload(model_spec: str, data_spec: str, live_examples: int, data_options: tuple) -> Workload:
-    """One workload per (model, data, size), shared by every browser session (the model is never mutated)."""
-    return load_workload(model_spec, data_spec, live_examples=live_examples, data_options=dict(data_options))
+    """One workload per (model, data, size), shared by every browser session (the model is never mutated):
+    a seeded sample of the validation split (or of a plain file) is the live set."""
+    workload = open_workload(model_spec, data_spec, split=None, default_split="validation", limit=live_examples,
+                             batch_size=None, data_options=dict(data_options))
+    batch = LIVE_BATCH_SIZE.get(workload.loaded.task, 32)
+    if workload.settings["batch_size"] != batch:
+        workload = open_workload(model_spec, data_spec, split=None, default_split="validation", limit=live_examples,
+                                 batch_size=batch, data_options=dict(data_options))
+    workload.dense  # computed once here, not on a click
+    return workload
+
+
+def bench() -> Workbench:
+    """This session's Workbench over the shared workload."""
+    ss = st.session_state
+    workload = ss["workload"]
+    stored = ss.get("bench")
+    if stored is None or stored.workload is not workload:
+        stored = ss["bench"] = Workbench(workload)
+    return stored
 
 
 def workload() -> Workload:
@@ -78,105 +94,7 @@ def sync_url() -> None:
         st.query_params["mask"] = code
 
 
-# ---------------------------------------------------------------------------------------- live numbers
-def live_evaluator():
-    """This session's `headprune.live.LiveEvaluator` over the shared model (None without the live engine)."""
-    live = engine("live")
-    if live is None:
-        return None
-    w = workload()
-    stored = st.session_state.get("live_evaluator")
-    if stored is None or stored[0] != w.key:
-        evaluator = live.LiveEvaluator(w.model, w.batches)
-        evaluator.gate_gradient(around="dense")  # one backward pass here rather than on a click
-        stored = (w.key, evaluator)
-        st.session_state["live_evaluator"] = stored
-    return stored[1]
-
-
-def estimate_loss(keep_mask: torch.Tensor) -> float | None:
-    """Instant first-order loss estimate of a mask (None without the live engine)."""
-    evaluator = live_evaluator()
-    return None if evaluator is None else evaluator.estimate(keep_mask, around="dense")["loss"]
-
-
-def mask_key(keep_mask: torch.Tensor) -> str:
-    """A mask's identity within this session's workload (memo and record keys)."""
-    return f"{workload().key}|{encode_mask(keep_mask)}"
-
-
-def exact(keep_mask: torch.Tensor) -> dict:
-    """Exact metrics of a mask on the live set (memoised per session by mask)."""
-    w = workload()
-    cache = st.session_state.setdefault("exact_cache", {})
-    code = mask_key(keep_mask)
-    if code not in cache:
-        evaluator = live_evaluator()
-        if evaluator is not None:
-            result = evaluator.evaluate(keep_mask)
-        else:
-            from headprune.evaluation.loop import evaluate
-
-            result = evaluate(w.model, w.batches, keep_mask, task=w.loaded.task)
-        if len(cache) > 256:
-            cache.clear()
-        cache[code] = result
-    return cache[code]
-
-
-RECOVERY_CALIB_EXAMPLES = 512  # training examples the least-squares recovery calibrates on (~25 s for MiniLM on 2 cores)
-RECOVERY_METHODS = {"weights": "refit the kept heads' output projection", "scales": "rescale each kept head"}
-
-
-def calibration_batches() -> tuple[list, str]:
-    """(batches, description) for least-squares recovery: training examples of the loaded data (memoised per
-    session), else the live set itself when the data has no training split."""
-    w = workload()
-    stored = st.session_state.get("calibration")
-    if stored is None or stored[0] != w.key:
-        from headprune.workbench.ui_state import training_batches
-
-        try:
-            batches = training_batches(w, RECOVERY_CALIB_EXAMPLES)
-            count = sum(len(b["input_ids"]) for b in batches)
-            described = (f"{count} examples of the same file as the live set (a single file has no training split; "
-                         "optimistic)" if Path(w.data_spec).expanduser().is_file() else f"{count} training examples")
-        except (ValueError, OSError):
-            batches, described = w.batches, "the live set itself (this data has no training split; optimistic)"
-        stored = (w.key, batches, described)
-        st.session_state["calibration"] = stored
-    return stored[1], stored[2]
-
-
-def recover_mask(keep_mask: torch.Tensor, method: str) -> dict:
-    """Least-squares recovery of `keep_mask` on `calibration_batches`, remembered (`remember_recovery`)."""
-    from headprune.recovery.lsq import lsq_recover
-
-    batches, described = calibration_batches()
-    return remember_recovery(lsq_recover(workload().model, keep_mask, batches, method=method), described)
-
-
-def remember_recovery(recovery, calibrated_on: str) -> dict:
-    """Evaluate a `headprune.recover.Recovery` on the live set and keep it in the session (one at a time) so
-    the Prune page shows it and the Export page can include it: {mask, method, recovery, result, calibrated_on}."""
-    from headprune.evaluation.loop import evaluate
-
-    w = workload()
-    with recovery.applied(w.model):
-        result = evaluate(w.model, w.batches, task=w.loaded.task)
-    record = {"mask": mask_key(recovery.keep), "method": recovery.method, "recovery": recovery,
-              "result": result, "calibrated_on": calibrated_on}
-    st.session_state["recovered"] = record
-    return record
-
-
-def recovered_for(keep_mask: torch.Tensor) -> dict | None:
-    """The session's recovery record when it belongs to `keep_mask` on this workload, else None."""
-    record = st.session_state.get("recovered")
-    return record if record and record["mask"] == mask_key(keep_mask) else None
-
-
-def quality_key(result: dict) -> tuple[str, str]:
+def quality_key(result) -> tuple[str, str]:
     """(metric key, label) to show: accuracy for classifiers, next-token accuracy for language models."""
     for key, label in (("accuracy", "accuracy"), ("next_token_accuracy", "next-token accuracy")):
         if key in result:
@@ -185,74 +103,25 @@ def quality_key(result: dict) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------------------------------------- scores
-@st.cache_resource(show_spinner=False)
-def _score_store() -> tuple[dict, threading.Lock]:
-    """Scores computed in this server process, shared by all sessions: (workload key, metric, options) -> (L, H)."""
-    return {}, threading.Lock()
-
-
-SCORE_DEFAULTS = {"normalise_layers": False, "global_minmax": False}
-
-
-def score_key(metric: str, **options) -> tuple:
-    """Store key of a score map: workload, metric and every option (defaults filled in, so equal calls match)."""
-    return (workload().key, metric, tuple(sorted({**SCORE_DEFAULTS, **options}.items())))
-
-
-def stored_scores(metric: str, **options) -> torch.Tensor | None:
-    store, lock = _score_store()
-    with lock:
-        return store.get(score_key(metric, **options))
-
-
-def compute_scores(metric: str, *, progress=None, **options) -> torch.Tensor:
-    """`headprune.score.score_heads` on the live set (blocking), stored for every page and session."""
-    score = engine("score")
-    if score is None:
-        raise ValueError("head scoring is not available yet (no headprune.score)")
-    w = workload()
-    key = score_key(metric, **options)
-    store, lock = _score_store()
-    with lock:
-        if key in store:
-            return store[key]
-    result = score.score_heads(w.model, w.batches, metric, progress=progress, **{**SCORE_DEFAULTS, **options})
-    with lock:
-        store[key] = result
-    return result
-
-
 def metric_names(*, teaching: bool = False) -> list[str]:
-    """Metrics of `headprune.score.METRICS` (without the teaching-only ones unless asked)."""
-    score = engine("score")
-    if score is None:
-        return []
-    names = []
-    for name, spec in score.METRICS.items():
-        is_teaching = bool(getattr(spec, "teaching", False) if not isinstance(spec, dict) else spec.get("teaching"))
-        if teaching or not is_teaching:
-            names.append(name)
-    return names
+    """Metrics of the registry (without the teaching-only ones unless asked)."""
+    return [name for name, spec in METRICS.items() if teaching or not spec.teaching]
 
 
 def metric_description(name: str) -> str:
-    score = engine("score")
-    spec = score.METRICS.get(name) if score is not None else None
-    if spec is None:
-        return ""
-    get = spec.get if isinstance(spec, dict) else (lambda k, d=None: getattr(spec, k, d))
-    text = get("description", "") or ""
-    citation = get("citation", "") or ""
-    return f"{text} ({citation})" if citation else text
+    spec = METRICS.get(name)
+    return "" if spec is None else f"{spec.description} ({spec.citation})"
 
 
-def default_metric() -> str | None:
-    names = metric_names()
-    for preferred in ("taylor", "michel", "gradient", "fisher"):
-        for name in names:
-            if preferred in name:
-                return name
-    return names[0] if names else None
+def stored_scores(metric: str, **options) -> torch.Tensor | None:
+    """Scores some session computed already (no work), or None."""
+    record = bench().stored_score(metric, **options)
+    return None if record is None else record.scores
+
+
+def compute_scores(metric: str, *, progress=None, **options) -> torch.Tensor:
+    """The metric's scores on the live set (blocking), shared by every page and session."""
+    return bench().score(metric, progress=progress, **options).scores
 
 
 def delta(value: float, unit: str = "", spec: str = "+.1f") -> str | None:
@@ -275,7 +144,7 @@ def job(name: str) -> Job:
 def start_job(name: str, fn: Callable[..., Any], *, pass_should_stop: bool = True) -> None:
     try:
         job(name).start(fn, pass_should_stop=pass_should_stop)
-    except ValueError as exc:
+    except UserError as exc:
         error("Could not start", exc)
 
 

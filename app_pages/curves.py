@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from headprune.figures import curves_figure
@@ -17,11 +16,7 @@ st.title("Pruning curves")
 st.caption("How much quality is left after removing the least important X% of heads, for each metric. One-shot "
            "scores once; iterative re-scores under the mask after every step (Michel et al. 2019). The grey band is the "
            "range over random orders: a metric is only useful where it stays above it. ★ = your current mask.")
-search, score = ui.engine("search"), ui.engine("score")
-if search is None or score is None:
-    ui.unavailable("Pruning curves", "search" if search is None else "score")
-    st.stop()
-
+bench = ui.bench()
 metrics = ui.metric_names()
 c1, c2, c3, c4 = st.columns([3, 2, 1, 1])
 chosen = c1.multiselect("metrics", metrics, default=[m for m in ("gradient", "magnitude") if m in metrics], key="curve_metrics")
@@ -30,31 +25,11 @@ modes = c2.multiselect("modes", ["one-shot", "iterative"], default=["one-shot"],
 step = c3.selectbox("step", [0.05, 0.1, 0.2], index=1, format_func=lambda f: f"{f:.0%}", key="curve_step")
 seeds = c4.number_input("random orders", 2, 20, 5, key="curve_seeds")
 fractions = [float(f) for f in np.round(np.arange(0, 1 + 1e-9, step), 4) if round(f * total) < total]
-key = ui.score_key("__curves__", metrics=tuple(chosen), modes=tuple(modes), step=step, seeds=int(seeds))
-box, lock = ui._score_store()
-with lock:
-    result = box.get(key)
+request = dict(metrics=list(chosen), modes=list(modes), fractions=fractions, step=step, seeds=int(seeds))
+result = bench.curves(**request, only_stored=True)
 
 if st.button("Compute curves", type="primary", disabled=not chosen or not modes):
-    def job(progress, should_stop, chosen=tuple(chosen), modes=tuple(modes), seeds=int(seeds), key=key):
-        live = ui.engine("live")
-        evaluator = live.LiveEvaluator(model, w.batches) if live is not None else None
-        parts = [(m, mode) for m in chosen for mode in modes]
-        frames = []
-        for i, (metric, mode) in enumerate(parts):
-            span = 0.8 / len(parts)
-            frames.append(search.prune_curve(model, w.batches, metric, fractions, mode=mode, step=step, evaluator=evaluator,
-                                             progress=lambda f, msg, i=i: progress(i * span + f * span, msg)))
-            if should_stop():
-                break
-        baseline = search.random_baseline(model, w.batches, fractions, seeds=tuple(range(seeds)), evaluator=evaluator,
-                                          progress=lambda f, msg: progress(0.8 + 0.2 * f, msg))
-        out = {"curves": pd.concat(frames, ignore_index=True), "baseline": baseline}
-        with lock:
-            box[key] = out
-        return out
-
-    ui.start_job("curves", job)
+    ui.start_job("curves", lambda progress, should_stop, request=request: bench.curves(**request, progress=progress))
     st.rerun()
 ui.job_panel("curves", label="Computing curves")
 
@@ -65,7 +40,7 @@ else:
     keep = ui.keep()
     y = "accuracy" if "accuracy" in result["curves"].columns and "accuracy" in w.dense else "loss"
     try:
-        current = (1 - int(keep.sum()) / total, ui.exact(keep)[y])
+        current = (1 - int(keep.sum()) / total, bench.exact(keep)[y])
     except Exception as exc:
         ui.error("Could not evaluate the current mask", exc)
         current = None

@@ -7,40 +7,51 @@ from pathlib import Path
 
 import streamlit as st
 
-from headprune.model.schema import mask_to_dict
-from headprune.workbench.ui_state import encode_mask, export_pruned, reproducibility_record, training_batches
+from headprune.core.errors import UserError
 from headprune.core.progress import format_seconds
+from headprune.model.schema import mask_from_dict, mask_to_dict
+from headprune.model.storage import save_pruned
+from headprune.workbench.outputs import check_output
+from headprune.workbench.ui_state import encode_mask
 from app_pages import _ui as ui
 
+bench = ui.bench()
 w = ui.workload()
 model = w.model
 keep = ui.keep()
 L, H = w.shape
 ss = st.session_state
 code = encode_mask(keep)
+TRAIN_EXAMPLES_MAX = 50000
 
 st.title("Export")
 kept = int(keep.sum())
 st.caption(f"Current mask: {kept} of {L * H} heads kept. Everything below uses it.")
 
 try:
-    after = ui.exact(keep)
+    after = bench.exact(keep)
 except Exception as exc:
     ui.error("Could not evaluate the current mask", exc)
     st.stop()
-metric = ss.get("prune_metric") or ui.default_metric()
+metric = ss.get("prune_metric") or ui.DEFAULT_METRIC
 scores_info = {"metric": metric, "options": {"normalise_layers": False, "global_minmax": False},
-               "scored_on": f"{len(w.df)} live examples"} if metric else {}
+               "scored_on": f"{len(w.df)} live examples"}
 latency = ss.get("measured", {}).get(code)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _record_json(workload_key: str, mask_code: str, after_items: tuple, latency_json: str, scores_json: str) -> str:
     """The mask JSON (cached per workload and mask: the model fingerprint hashes every weight)."""
-    record = reproducibility_record(w, keep, after=dict(after_items), scores=json.loads(scores_json),
-                                    latency=json.loads(latency_json) or None, versions={"streamlit": st.__version__})
+    record = bench.mask_record(keep, after=dict(after_items), scores=json.loads(scores_json),
+                               latency=json.loads(latency_json) or None, versions={"streamlit": st.__version__})
     body = mask_to_dict(keep, model, model_id=w.loaded.model_id, meta=record)
     return json.dumps(body, indent=2, default=float) + "\n"
+
+
+def output_target(path_text: str, *, replace: bool) -> Path:
+    """The folder to write, checked before any work (see `headprune.workbench.outputs`)."""
+    protect = [Path(p) for p in (w.loaded.model_id, w.data_spec) if p and Path(p).exists()]
+    return check_output(path_text, "pruned-model", overwrite=replace, protect=protect)
 
 
 # ------------------------------------------------------------------------------------------ mask JSON
@@ -68,102 +79,95 @@ upload = st.file_uploader("Load a mask JSON", type=["json"], key="mask_upload")
 if upload is not None and ss.get("mask_upload_done") != upload.file_id:
     ss["mask_upload_done"] = upload.file_id
     try:
-        from headprune.model.schema import mask_from_dict
-
         try:
             record = json.loads(upload.getvalue().decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"not valid JSON ({exc})") from None
+            raise UserError(f"not valid JSON ({exc})") from None
         ui.set_keep(mask_from_dict(record, model, model_id=w.loaded.model_id))
         st.success(f"Loaded {upload.name}: {int(ui.keep().sum())} heads kept.")
         st.rerun()
-    except ValueError as exc:
+    except Exception as exc:
         ui.error(f"{upload.name} was not applied", exc)
 
 # ------------------------------------------------------------------------------------------ pruned model folder
 st.subheader("2 · Pruned model folder")
 st.caption("Heads are physically removed (smaller weights, faster); the folder reloads with "
-           "`headprune.load_pruned` (Llama-family models that keep as many heads in every layer also load with plain `from_pretrained`). "
-           "It is checked by reloading it and comparing its outputs with the masked (or recovered) model.")
+           "`headprune.load_pruned` (Llama-family models that keep as many heads in every layer also load with plain "
+           "`from_pretrained`). It is checked by reloading it and comparing its outputs with the masked (or recovered) "
+           "model. An existing folder is never replaced unless it is an earlier headprune export and you say so.")
 default = str(Path.home() / "headprune-exports" / f"{name}-{kept}heads")
-folder = st.text_input("Folder", value=default, key="export_folder")
-recovered = ui.recovered_for(keep)
+folder = st.text_input("Folder", value=ss.get("export_folder_value", default), key="export_folder")
+ss["export_folder_value"] = folder
+replace = st.checkbox("Replace it if it is an earlier headprune export", key="export_replace")
+recovered = bench.recovered_for(keep)
 with_recovery = recovered is not None and st.checkbox(
-    f"Include the least-squares recovery ({recovered['method']}, made on the Prune page)", value=True,
+    f"Include the least-squares recovery ({recovered.recovery.method}, made on the Prune page)", value=True,
     key="export_recovery")
 if st.button("Write the pruned model", type="primary"):
     try:
+        target = output_target(folder, replace=replace)
         with st.spinner("pruning, saving, reloading and comparing outputs…"):
             meta = json.loads(text)["meta"]
             if with_recovery:
-                meta = {**meta, "recovery": {"method": recovered["method"], "target": recovered["recovery"].target,
-                                              "calibrated_on": recovered["calibrated_on"]}}
-            ss["exported"] = (code, export_pruned(w, keep, folder, meta=meta,
-                                                  recovery=recovered["recovery"] if with_recovery else None))
+                meta = {**meta, "recovery": {"method": recovered.recovery.method, "target": recovered.recovery.target,
+                                              "calibrated_on": recovered.calibrated_on}}
+            ss["exported"] = (code, bench.export(keep, target, meta=meta, overwrite=replace,
+                                                 recovery=recovered.recovery if with_recovery else None))
     except Exception as exc:
         ui.error("Could not write the pruned model", exc)
 done = ss.get("exported")
 if done and done[0] == code:
     result = done[1]
-    (st.success if result["matches"] else st.error)(
-        f"Wrote {result['path']} in {format_seconds(result['seconds'])}: reloaded outputs "
-        f"{'match' if result['matches'] else 'DIFFER from'} the {'recovered' if result['recovered'] else 'masked'} "
-        f"model (max |Δlogit| = {result['max_abs_diff']:.2e}); "
-        f"parameters {result['params_before'] / 1e6:.2f} M → {result['params_after'] / 1e6:.2f} M.")
+    (st.success if result.matches else st.error)(
+        f"Wrote {result.path} in {format_seconds(result.seconds)}: reloaded outputs "
+        f"{'match' if result.matches else 'DIFFER from'} the {'recovered' if result.recovered else 'masked'} "
+        f"model (max |Δlogit| = {result.max_abs_diff:.2e}); "
+        f"parameters {result.params_before / 1e6:.2f} M → {result.params_after / 1e6:.2f} M.")
 
 # ------------------------------------------------------------------------------------------ recovery fine-tune
 st.subheader("3 · Recovery fine-tune (optional)")
-finetune = ui.engine("finetune")
-if finetune is None:
-    ui.unavailable("Recovery fine-tuning", "finetune")
-else:
-    st.caption("Fine-tunes the physically pruned model with distillation from the dense one, in the background: "
-               "keep using the other pages meanwhile.")
-    c1, c2 = st.columns(2)
-    examples = c1.number_input("training examples", 64, 50000, 2000, step=64, key="ft_examples")
-    steps = c2.number_input("at most steps", 1, 100000, 100, key="ft_steps")
-    job = ui.job("finetune")
-    running = job.snapshot()["status"] == "running"
-    if st.button("Start recovery fine-tune", disabled=running):
-        mask_now, batches_val = keep.clone(), w.batches
-        try:
-            train = training_batches(w, int(examples))
-        except Exception as exc:
-            ui.error("Could not load training data", exc)
-            train = None
-        if train is not None:
-            def run(progress, should_stop, mask_now=mask_now, train=train, max_steps=int(steps)):
-                from headprune.model.surgery import prune
+st.caption("Fine-tunes the physically pruned model with distillation from the dense one, in the background: "
+           "keep using the other pages meanwhile. It trains on training examples apart from the live set and reports "
+           "the live set before and after.")
+c1, c2 = st.columns(2)
+examples = c1.number_input("training examples", 64, TRAIN_EXAMPLES_MAX, 2000, step=64, key="ft_examples")
+steps = c2.number_input("at most steps", 1, 100000, 100, key="ft_steps")
+job = ui.job("finetune")
+running = job.snapshot()["status"] == "running"
+if st.button("Start recovery fine-tune", disabled=running):
+    mask_now = keep.clone()
 
-                progress(0.0, "pruning a copy")
-                tuned, report = finetune.recover(prune(model, mask_now), train, teacher=model, max_steps=max_steps,
-                                                 should_stop=should_stop, progress=progress, val_batches=batches_val)
-                return {"mask": encode_mask(mask_now), "model": tuned, "report": report}
+    def run(progress, should_stop, mask_now=mask_now, examples=int(examples), max_steps=int(steps)):
+        progress(0.0, "loading training examples")
+        train, described = bench.other_examples("train", examples, purpose="training")
+        tuned, report = bench.finetune(mask_now, train, max_steps=max_steps, should_stop=should_stop,
+                                       progress=progress, val_batches=w.batches)
+        return {"mask": encode_mask(mask_now), "model": tuned, "report": report, "trained_on": described}
 
-            ui.start_job("finetune", run)
-            st.rerun()
-    snap = ui.job_panel("finetune", label="Recovery fine-tune")
-    if snap["status"] == "done" and snap["result"]:
-        report = snap["result"]["report"]
-        if report.get("stopped"):
-            st.warning(f"Stopped after {report.get('steps')} steps (checkpoint: {report.get('checkpoint')}).")
-        else:
-            before, after_ft = report["before"]["val"], report["after"]["val"]
-            k, label = ui.quality_key(before)
-            c1, c2, c3 = st.columns(3)
-            c1.metric(f"{label} before", f"{before[k]:.1%}" if k != "loss" else f"{before[k]:.3f}", border=True)
-            c2.metric(f"{label} after", f"{after_ft[k]:.1%}" if k != "loss" else f"{after_ft[k]:.3f}",
-                      delta=ui.delta(100 * (after_ft[k] - before[k]), " pts"), border=True)
-            c3.metric("steps", report.get("steps"), border=True)
-            if snap["result"]["mask"] != code:
-                st.caption("(fine-tuned for an earlier mask)")
-            target = st.text_input("Save the fine-tuned model to", value=default + "-recovered", key="ft_folder")
-            if st.button("Save fine-tuned model"):
-                try:
-                    from headprune.model.storage import save_pruned
-
-                    path = save_pruned(snap["result"]["model"], Path(target).expanduser(), w.loaded.tokenizer,
-                                       meta={"recovery": {k: report[k] for k in ("steps", "mean_loss", "final_loss", "settings") if k in report}})
-                    st.success(f"Saved {path}")
-                except Exception as exc:
-                    ui.error("Could not save the fine-tuned model", exc)
+    ui.start_job("finetune", run)
+    st.rerun()
+snap = ui.job_panel("finetune", label="Recovery fine-tune")
+if snap["status"] == "done" and snap["result"]:
+    report = snap["result"]["report"]
+    if report.stopped:
+        st.warning(f"Stopped after {report.steps} steps.")
+    else:
+        before, after_ft = report.before["val"], report.after["val"]
+        k, label = ui.quality_key(before)
+        c1, c2, c3 = st.columns(3)
+        c1.metric(f"{label} before", f"{before[k]:.1%}" if k != "loss" else f"{before[k]:.3f}", border=True)
+        c2.metric(f"{label} after", f"{after_ft[k]:.1%}" if k != "loss" else f"{after_ft[k]:.3f}",
+                  delta=ui.delta(100 * (after_ft[k] - before[k]), " pts"), border=True)
+        c3.metric("steps", report.steps, border=True)
+        st.caption(f"Trained on {snap['result']['trained_on']}; measured on the live set."
+                   + (" (Fine-tuned for an earlier mask.)" if snap["result"]["mask"] != code else ""))
+        target_text = st.text_input("Save the fine-tuned model to", value=default + "-recovered", key="ft_folder")
+        replace_ft = st.checkbox("Replace it if it is an earlier headprune export", key="ft_replace")
+        if st.button("Save fine-tuned model"):
+            try:
+                target = output_target(target_text, replace=replace_ft)
+                path = save_pruned(snap["result"]["model"], target, w.loaded.tokenizer, overwrite=replace_ft,
+                                   meta={"recovery": {k: report[k] for k in ("steps", "mean_loss", "final_loss", "settings")}})
+                st.success(f"Saved {path}")
+            except Exception as exc:
+                ui.error("Could not save the fine-tuned model", exc)

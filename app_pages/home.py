@@ -8,6 +8,7 @@ from headprune.model import layout
 from headprune.figures import head_grid_figure
 from app_pages import _ui as ui
 
+bench = ui.bench()
 w = ui.workload()
 model = w.model
 L, H = w.shape
@@ -37,8 +38,7 @@ Five steps, one click each, on the loaded model and {len(w.df)} examples. Dense 
 """)
 done = sum(k in tour for k in ("scores", "half", "random", "recovered")) + bool(tour.get("read"))
 st.progress(done / 5, text=f"{done} of 5 steps done")
-search, recover = ui.engine("search"), ui.engine("recover")
-metric = ui.default_metric()
+metric = ui.DEFAULT_METRIC
 
 
 def step(number: int, title: str, ready: bool, body) -> None:
@@ -53,7 +53,7 @@ def step(number: int, title: str, ready: bool, body) -> None:
 def score_step() -> None:
     st.write("Each head gets an importance score: how much the loss would change if the head were turned "
              f"down a little (`{metric}`: {ui.metric_description(metric)}).")
-    if st.button("Score the heads", type="primary", key="tour_score", disabled=metric is None):
+    if st.button("Score the heads", type="primary", key="tour_score"):
         try:
             with st.spinner("one backward pass over the examples…"):
                 tour["scores"] = ui.compute_scores(metric)
@@ -78,15 +78,12 @@ def read_step() -> None:
 
 def half_step() -> None:
     st.write(f"Switch off the {half} heads with the lowest scores and measure the {qlabel} again.")
-    if st.button(f"Remove the least important half ({half} heads)", type="primary", key="tour_half",
-                 disabled=search is None):
+    if st.button(f"Remove the least important half ({half} heads)", type="primary", key="tour_half"):
         try:
-            keep = search.least_important(tour["scores"], half, model=model)
-            tour["half"] = (keep, ui.exact(keep))
+            keep = bench.least_important(metric, half)
+            tour["half"] = (keep, bench.exact(keep))
         except Exception as exc:
             ui.error("Could not remove the heads", exc)
-    if search is None:
-        ui.unavailable("Pruning by importance", "search")
     if "half" in tour:
         keep, result = tour["half"]
         c1, c2 = st.columns(2)
@@ -101,9 +98,8 @@ def random_step() -> None:
     st.write("Is that because the scores are good, or would any half do? Remove a random half instead.")
     if st.button("Remove a random half", type="primary", key="tour_random"):
         try:
-            rng = torch.rand(L, H, generator=torch.Generator().manual_seed(int(ss.get("tour_seed", 0))))
-            keep = search.least_important(rng, half, model=model)
-            tour["random"] = (keep, ui.exact(keep))
+            keep = bench.least_important("random", half, seed=int(ss.get("tour_seed", 0)))
+            tour["random"] = (keep, bench.exact(keep))
         except Exception as exc:
             ui.error("Could not remove a random half", exc)
     if "random" in tour:
@@ -127,14 +123,12 @@ def recover_step() -> None:
     st.write("Without any training, re-solve how the heads that are left feed each layer's output so it matches the "
              "full model's as closely as possible (least squares on a few hundred unlabelled examples; after Kwon "
              "et al. 2022).")
-    if st.button("Recover", type="primary", key="tour_recover", disabled=recover is None):
+    if st.button("Recover", type="primary", key="tour_recover"):
         try:
             with st.spinner("solving a least-squares problem per layer…"):
-                tour["recovered"] = ui.recover_mask(tour["half"][0], "weights")["result"]
+                tour["recovered"] = bench.recover(tour["half"][0], "weights").result
         except Exception as exc:
             ui.error("Could not recover", exc)
-    if recover is None:
-        ui.unavailable("Retraining-free recovery", "recover")
     if "recovered" in tour:
         (_, best), rec = tour["half"], tour["recovered"]
         c1, c2, c3 = st.columns(3)

@@ -1,15 +1,21 @@
 """Importance: which heads matter, by several metrics; how far the metrics agree; what a head attends to."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
-import pandas as pd
+import torch
 import streamlit as st
 
-from headprune.model import layout
+from headprune.core.errors import UserError
 from headprune.figures import (attention_figure, attention_mean_explainer_figure, correlation_figure, head_grid_figure,
                                small_multiples_figure)
+from headprune.model import layout
+from headprune.model.schema import scores_from_dict
+from headprune.scoring.agreement import rank_heads
 from app_pages import _ui as ui
 
+bench = ui.bench()
 w = ui.workload()
 model = w.model
 L, H = w.shape
@@ -17,14 +23,9 @@ group = layout.kv_group_size(model)
 ss = st.session_state
 
 st.title("Head importance")
-score = ui.engine("score")
-if score is None:
-    ui.unavailable("Head scoring", "score")
-    st.stop()
-
 metrics = ui.metric_names()
 c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
-metric = c1.selectbox("metric", metrics, index=metrics.index(ui.default_metric()), key="imp_metric",
+metric = c1.selectbox("metric", metrics, index=metrics.index(ui.DEFAULT_METRIC), key="imp_metric",
                       help="\n".join(f"- **{m}**: {ui.metric_description(m)}" for m in metrics))
 per_layer = c2.toggle("normalise per layer", key="imp_norm_layers",
                       help="Divide each layer's scores by their ℓ2 norm (Michel et al. 2019)")
@@ -35,35 +36,16 @@ st.caption(ui.metric_description(metric))
 options = {"normalise_layers": per_layer, "global_minmax": global_mm}
 
 
-BOX, LOCK = ui._score_store()  # taken here: background jobs have no Streamlit context
-
-
-def store(key: tuple, value) -> None:
-    with LOCK:
-        BOX[key] = value
-
-
-def stored(key: tuple):
-    with LOCK:
-        return BOX.get(key)
-
-
-roles_key = ui.score_key("__roles__")
-boot_key = ui.score_key("__bootstrap__", of=metric)
 scores = ui.stored_scores(metric, **options)
-roles = stored(roles_key)
-boot = stored(boot_key)
+roles = bench.roles(only_stored=True)
+boot = bench.bootstrap(metric, only_stored=True)
 
 
-def score_job(progress, should_stop, metric=metric, options=options, key=ui.score_key(metric, **options)):
-    """Scores of the chosen metric, then the role tags (cheap; one eager pass on 64 examples)."""
-    result = score.score_heads(model, w.batches, metric, progress=lambda f, m: progress(0.8 * f, m), **options)
-    store(key, result)
-    if stored(roles_key) is None:
-        roles_mod = ui.engine("roles")
-        if roles_mod is not None:
-            progress(0.85, "tagging head roles")
-            store(roles_key, roles_mod.head_roles(model, w.batches))
+def score_job(progress, should_stop, metric=metric, options=options):
+    """Scores of the chosen metric, then the role tags (cheap; one attention pass on 64 examples)."""
+    result = bench.score(metric, progress=lambda f, m: progress(0.8 * f, m), **options)
+    progress(0.85, "tagging head roles")
+    bench.roles()
     return result
 
 
@@ -72,25 +54,32 @@ if scores is None and job.snapshot()["status"] != "running":
     ui.start_job("importance", score_job)  # the first visit scores by itself: the heatmap is the point of the page
 ui.job_panel("importance", label=f"Scoring heads by {metric}")
 
-if intervals and boot is None:
-    agreement = ui.engine("agreement")
-    if agreement is None:
-        ui.unavailable("Rank intervals", "agreement")
-    elif ui.job("bootstrap").snapshot()["status"] != "running":
-        def boot_job(progress, should_stop, metric=metric, key=boot_key):
-            result = agreement.bootstrap_ranks(model, w.batches, metric, progress=progress)
-            store(key, result)
-            return result
-
-        ui.start_job("bootstrap", boot_job)
+if intervals and boot is None and ui.job("bootstrap").snapshot()["status"] != "running":
+    ui.start_job("bootstrap", lambda progress, should_stop, metric=metric: bench.bootstrap(metric, progress=progress))
 if intervals:
     ui.job_panel("bootstrap", label="Bootstrapping rank intervals")
+
+with st.expander("Open a scores file written by `headprune score --out`"):
+    upload = st.file_uploader("scores JSON", type=["json"], key="scores_upload")
+    if upload is not None and ss.get("scores_upload_done") != upload.file_id:
+        ss["scores_upload_done"] = upload.file_id
+        try:
+            try:
+                obj = json.loads(upload.getvalue().decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise UserError(f"not valid JSON ({exc})") from None
+            record = bench.adopt_scores(scores_from_dict(obj, model, model_id=w.loaded.model_id))
+            st.success(f"Opened {upload.name}: {record.metric} scores ({record.data.get('n', '?')} examples of "
+                       f"{record.data.get('data', '?')}). Pick `{record.metric}` above to see them.")
+        except Exception as exc:
+            ui.error(f"{upload.name} was not opened", exc)
 
 
 # ------------------------------------------------------------------------------------------ heatmap
 def hover_texts(values: np.ndarray) -> np.ndarray:
-    """Per head: rank (1 = most important), bootstrap interval, role tags."""
-    order = pd.Series(values.ravel()).rank(ascending=False, method="min").to_numpy().reshape(values.shape)
+    """Per head: rank (1 = most important; ties share their average rank, as everywhere in headprune), bootstrap
+    interval, role tags."""
+    order = rank_heads(torch.from_numpy(values)).numpy()
     scored = int(np.isfinite(values).sum())
     texts = np.empty(values.shape, dtype=object)
     tags: dict[tuple[int, int], list[str]] = {}
@@ -99,7 +88,7 @@ def hover_texts(values: np.ndarray) -> np.ndarray:
             tags.setdefault((int(row.layer), int(row.head)), []).append(f"{row.role} ({row.value:.2f})")
     for layer in range(L):
         for head in range(H):
-            parts = [f"rank {int(order[layer, head])} of {scored}" if np.isfinite(values[layer, head]) else "not scored"]
+            parts = [f"rank {order[layer, head]:g} of {scored}" if np.isfinite(values[layer, head]) else "not scored"]
             if boot is not None:
                 low, high = float(boot["low"][layer, head]), float(boot["high"][layer, head])
                 if np.isfinite(low):
@@ -134,23 +123,14 @@ layer, head = selected
 st.subheader(f"Layer {layer}, head {head}")
 left, right = st.columns([3, 2], gap="large")
 with left:
-    attention = ui.engine("attention")
-    if attention is None:
-        ui.unavailable("Attention patterns", "attention")
-    else:
-        texts = w.df["text"].astype(str).tolist()[:100]
-        choice = st.selectbox("example", range(len(texts)), format_func=lambda i: f"{i}: {texts[i][:70]}", key="imp_example")
-        try:
-            from headprune.sources.batches import make_batches
-
-            one = make_batches(w.loaded.tokenizer, w.df.iloc[[choice]].reset_index(drop=True), w.loaded.task,
-                               batch_size=1, max_length=int(w.settings.get("max_length", 128)))[0]
-            weights, ids = attention.attention_pattern(model, one, 0, layer, head)
-            tokens = w.loaded.tokenizer.convert_ids_to_tokens([int(i) for i in ids])
-            st.plotly_chart(attention_figure(weights, tokens, title=f"attention of layer {layer}, head {head}"),
-                            key="imp_attention", config={"displayModeBar": False})
-        except Exception as exc:
-            ui.error("Could not draw the attention pattern", exc)
+    texts = w.df["text"].astype(str).tolist()[:100]
+    choice = st.selectbox("example", range(len(texts)), format_func=lambda i: f"{i}: {texts[i][:70]}", key="imp_example")
+    try:
+        weights, tokens = bench.attention_pattern(choice, layer, head)
+        st.plotly_chart(attention_figure(weights, tokens, title=f"attention of layer {layer}, head {head}"),
+                        key="imp_attention", config={"displayModeBar": False})
+    except Exception as exc:
+        ui.error("Could not draw the attention pattern", exc)
 with right:
     if roles is not None:
         mine = roles[(roles["layer"] == layer) & (roles["head"] == head)]
@@ -165,18 +145,10 @@ st.subheader("Do the metrics agree?")
 choices = st.multiselect("metrics to compare", metrics,
                          default=[m for m in ("gradient", "fisher", "ablation", "entropy", "confidence", "norm", "magnitude", "random")
                                   if m in metrics], key="imp_compare")
-compare_key = ui.score_key("__compare__", metrics=tuple(choices))
-compared = stored(compare_key)
-agreement = ui.engine("agreement")
-if st.button("Score and compare", disabled=len(choices) < 2 or agreement is None):
-    def compare_job(progress, should_stop, choices=tuple(choices), key=compare_key):
-        wanted = list(dict.fromkeys([*choices, "attention_mean"]))
-        maps = score.score_many(model, w.batches, wanted, progress=progress)
-        result = {"maps": maps, "corr": agreement.compare_metrics({m: maps[m] for m in choices})}
-        store(key, result)
-        return result
-
-    ui.start_job("compare", compare_job)
+compared = bench.compare(list(choices), only_stored=True)
+if st.button("Score and compare", disabled=len(choices) < 2):
+    ui.start_job("compare", lambda progress, should_stop, choices=tuple(choices): bench.compare(list(choices),
+                                                                                             progress=progress))
     st.rerun()
 ui.job_panel("compare", label="Scoring and comparing metrics")
 if compared is not None:
@@ -192,5 +164,3 @@ if compared is not None:
     other = next((m for m in choices if m != "random"), choices[0])
     st.plotly_chart(attention_mean_explainer_figure(ui.as_numpy(compared["maps"]["attention_mean"]), maps[other], other),
                     key="imp_explainer")
-elif agreement is None:
-    ui.unavailable("Metric agreement", "agreement")

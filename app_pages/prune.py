@@ -5,12 +5,16 @@ import numpy as np
 import streamlit as st
 import torch
 
-from headprune.model import layout
+from headprune.evaluation.cost import flops_per_token, params_after
 from headprune.figures import cost_bars_figure, head_grid_figure
-from headprune.workbench.ui_state import toggle_selection
+from headprune.model import layout
 from headprune.model.units import kv_cache_bytes_per_token
+from headprune.workbench.ui_state import encode_mask, toggle_selection
 from app_pages import _ui as ui
 
+RECOVERY_LABELS = {"weights": "refit the kept heads' output projection", "scales": "rescale each kept head"}
+JUDGE_EXAMPLES = 1024  # held-out examples a budget search is judged on (apart from the live set and calibration)
+bench = ui.bench()
 w = ui.workload()
 model = w.model
 L, H = w.shape
@@ -57,7 +61,7 @@ def undo() -> None:
 
 # ------------------------------------------------------------------------------------------ scores
 metrics = ui.metric_names()
-metric = ss.get("prune_metric") if ss.get("prune_metric") in metrics else ui.default_metric()
+metric = ss.get("prune_metric") if ss.get("prune_metric") in metrics else ui.DEFAULT_METRIC
 scores = ui.stored_scores(metric) if metric else None
 grid_scores = ui.as_numpy(scores) if scores is not None else np.full((L, H), np.nan)
 
@@ -69,7 +73,7 @@ def live_panel(keep_mask: torch.Tensor) -> None:
     kept = int(keep_mask.sum())
     slot = st.empty()
     try:
-        guess = ui.estimate_loss(keep_mask) if kept < total else None
+        guess = bench.estimate(keep_mask) if kept < total else None
     except Exception as exc:  # an estimate is a courtesy; the exact value follows anyway
         guess = None
         slot.caption(f"(no instant estimate: {exc})")
@@ -77,7 +81,7 @@ def live_panel(keep_mask: torch.Tensor) -> None:
         slot.info(f"Instant estimate (first-order Taylor around the dense model): loss ≈ {guess:.3f} "
                   f"({guess - dense['loss']:+.3f} vs dense). Computing the exact value…")
     try:
-        result, seconds = ui.timed(lambda: ui.exact(keep_mask))
+        result, seconds = ui.timed(lambda: bench.exact(keep_mask))
     except Exception as exc:
         slot.empty()
         ui.error("Could not evaluate this mask", exc)
@@ -97,41 +101,29 @@ def live_panel(keep_mask: torch.Tensor) -> None:
 
 
 def cost_panel(keep_mask: torch.Tensor, columns) -> None:
-    cost = ui.engine("cost")
     kv_dense, kv_now = kv_cache_bytes_per_token(model), kv_cache_bytes_per_token(model, keep_mask)
+    f_dense, f_now = flops_per_token(model, None), flops_per_token(model, keep_mask)
+    p_dense, p_now = layout.parameter_count(model), params_after(model, keep_mask)
     c1, c2, c3 = columns
-    if cost is not None and hasattr(cost, "flops_per_token"):
-        f_dense, f_now = cost.flops_per_token(model, None), cost.flops_per_token(model, keep_mask)
-        c1.metric("FLOPs / token", f"{f_now / 1e6:.1f} M", delta=ui.delta(100 * (f_now / f_dense - 1), "%"),
-                  delta_color="inverse", border=True)
-    else:
-        c1.metric("FLOPs / token", "n/a", help="needs headprune.cost")
-    p_dense = layout.parameter_count(model)
-    if cost is not None and hasattr(cost, "params_after"):
-        p_now = cost.params_after(model, keep_mask)
-        c2.metric("parameters", f"{p_now / 1e6:.2f} M", delta=ui.delta(100 * (p_now / p_dense - 1), "%"),
-                  delta_color="inverse", border=True)
-    else:
-        c2.metric("parameters", f"{p_dense / 1e6:.2f} M", help="dense count (needs headprune.cost for the pruned one)")
+    c1.metric("FLOPs / token", f"{f_now / 1e6:.1f} M", delta=ui.delta(100 * (f_now / f_dense - 1), "%"),
+              delta_color="inverse", border=True)
+    c2.metric("parameters", f"{p_now / 1e6:.2f} M", delta=ui.delta(100 * (p_now / p_dense - 1), "%"),
+              delta_color="inverse", border=True)
     c3.metric("KV cache / token", f"{kv_now / 1024:.1f} KiB", delta=ui.delta(100 * (kv_now / kv_dense - 1), "%"),
               delta_color="inverse", border=True)
 
 
 def latency_panel(keep_mask: torch.Tensor) -> None:
-    cost = ui.engine("cost")
     st.subheader("Measured latency")
-    if cost is None:
-        ui.unavailable("Latency measurement", "cost")
-        return
     measured = ss.setdefault("measured", {})
-    code = ui.encode_mask(keep_mask)
+    code = encode_mask(keep_mask)
     c1, c2, c3 = st.columns([1, 1, 2])
     batch_size = c1.number_input("batch", 1, 256, 8, key="lat_batch")
     seq_len = c2.number_input("tokens", 8, 2048, 128, step=8, key="lat_seq")
     if c3.button("Measure latency (dense vs this mask, physically pruned)", key="measure"):
         try:
             with st.spinner("timing dense and pruned forward passes…"):
-                measured[code] = cost.measure(model, keep_mask, batch_size=int(batch_size), seq_len=int(seq_len), repeats=10)
+                measured[code] = bench.measure(keep_mask, batch_size=int(batch_size), seq_len=int(seq_len), repeats=10)
         except Exception as exc:
             ui.error("Could not measure latency", exc)
     result = measured.get(code)
@@ -157,7 +149,7 @@ def toggling_area() -> None:
     live_panel(keep_mask)  # the numbers first, full width; the grid below at its own (square-cell) width
     st.markdown(f"**{L} layers × {H} heads** · colour: "
                 + (f"importance by `{metric}`" if scores is not None else "none yet"))
-    if scores is None and metric is not None and st.button(f"Colour by importance ({metric})", key="prune_score"):
+    if scores is None and st.button(f"Colour by importance ({metric})", key="prune_score"):
         try:
             with st.spinner(f"scoring heads by {metric}…"):
                 ui.compute_scores(metric)
@@ -194,73 +186,78 @@ toggling_area()
 # ------------------------------------------------------------------------------------------ automatic masks
 st.divider()
 st.subheader("Automatic masks")
-search = ui.engine("search")
-recover = ui.engine("recover")
 auto, budget, lsq = st.columns(3, gap="large")
 with auto:
     st.markdown("**Prune the N least important heads**")
-    if not metrics:
-        ui.unavailable("Scoring", "score")
-    else:
-        chosen = st.selectbox("metric", metrics, index=metrics.index(metric) if metric in metrics else 0, key="prune_metric")
-        n = st.slider("heads to prune", 0, total - 1, min(total // 2, total - 1), key="prune_n")
-        if st.button("Prune N least important", type="primary"):
-            try:
-                if search is None:
-                    raise ValueError("the search engine (headprune.search) is not available yet")
-                with st.spinner(f"scoring heads with {chosen}…"):
-                    s = ui.compute_scores(chosen)
-                new = search.least_important(s, int(n), model=model)
-                ui.set_keep(torch.as_tensor(new).bool())
-                ss["last_action"] = f"pruned the {n} least important heads by {chosen}"
-                st.rerun()
-            except Exception as exc:
-                ui.error("Could not prune by importance", exc)
-with budget:
-    st.markdown("**Auto-mask within an accuracy budget**")
-    st.caption(f"Binary search over the heads in order of the selected metric, judged on the live set "
-               f"({len(w.df)} examples). A small set is noisy: check the mask on held-out data (CLI: "
-               "`headprune prune --budget`, `headprune eval --mask`).")
-    drop = st.slider("largest accuracy drop (points)", 0.0, 20.0, 1.0, 0.5, key="budget_drop")
-    judge_recovered = st.checkbox("judge each candidate after least-squares recovery (refit; slower, removes more)",
-                                  key="budget_recover", disabled=recover is None)
-    if st.button("Find the smallest model within budget"):
+    chosen = st.selectbox("metric", metrics, index=metrics.index(metric) if metric in metrics else 0, key="prune_metric")
+    n = st.slider("heads to prune", 0, total - 1, min(total // 2, total - 1), key="prune_n")
+    if st.button("Prune N least important", type="primary"):
         try:
-            if search is None or not metrics:
-                raise ValueError("needs headprune.search and headprune.score, not available yet")
-            with st.spinner("searching (evaluates many masks)…"):
-                s = ui.compute_scores(metric or metrics[0])
-                calib, described = ui.calibration_batches() if judge_recovered else (None, "")
-                new, info = search.budget_mask(model, w.batches, s, max_drop=drop / 100, recover_batches=calib)
-            new = torch.as_tensor(new).bool()
+            with st.spinner(f"scoring heads with {chosen}…"):
+                new = bench.least_important(chosen, int(n))
             ui.set_keep(new)
-            if info["recovery"] is not None:
-                ui.remember_recovery(info["recovery"], described)
-            ss["last_action"] = (f"budget mask: {int(new.sum())} heads kept"
-                                 + (" (least-squares recovered: see Retraining-free recovery)" if judge_recovered else ""))
+            ss["last_action"] = f"pruned the {n} least important heads by {chosen}"
             st.rerun()
         except Exception as exc:
-            ui.error("Could not build a budget mask", exc)
+            ui.error("Could not prune by importance", exc)
+
+
+def budget_job(progress, should_stop, metric=metric or metrics[0], drop=0.0, recovered=False):
+    """The budget search, judged on held-out examples apart from the live set (and from the calibration data)."""
+    judge, judged_on = bench.other_examples(None, JUDGE_EXAMPLES, purpose="judgement")
+    calib, described = bench.other_examples("train", 512, purpose="calibration") if recovered else (None, "")
+    result = bench.budget(metric, drop / 100, judge_batches=judge, recover="weights" if recovered else None,
+                          calib_batches=calib, progress=progress)
+    return {"result": result, "judged_on": judged_on, "calibrated_on": described}
+
+
+with budget:
+    st.markdown("**Auto-mask within an accuracy budget**")
+    st.caption(f"Binary search over the heads in order of the selected metric, judged on up to {JUDGE_EXAMPLES} "
+               "held-out examples, apart from the live set (a small judged set lets the search overfit). Check the "
+               "result on the test split (CLI: `headprune eval --mask`).")
+    drop = st.slider("largest accuracy drop (points)", 0.0, 20.0, 1.0, 0.5, key="budget_drop")
+    judge_recovered = st.checkbox("judge each candidate after least-squares recovery (refit; slower, removes more)",
+                                  key="budget_recover")
+    if st.button("Find the smallest model within budget", disabled=ui.job("budget").snapshot()["status"] == "running"):
+        ui.start_job("budget", lambda progress, should_stop: budget_job(progress, should_stop, drop=drop,
+                                                                       recovered=judge_recovered))
+        st.rerun()
+    snap = ui.job_panel("budget", label="Budget search")
+    found = snap["result"] if snap["status"] == "done" else None
+    if found and ss.get("budget_applied") is not found:
+        ss["budget_applied"] = found
+        result = found["result"]
+        ui.set_keep(result.keep)
+        if result.recovery is not None:
+            bench.adopt_recovery(result.recovery, found["calibrated_on"])
+        ss["last_action"] = (f"budget mask: {int(result.keep.sum())} heads kept"
+                             + (" (least-squares recovered: see Retraining-free recovery)" if result.recovery else ""))
+        st.rerun()
+    if found:
+        result = found["result"]
+        key, label = ui.quality_key(bench.dense)
+        st.caption(f"Judged on {found['judged_on']}: {label} {result.val:.1%} vs dense {result.dense:.1%} there "
+                   f"(threshold {result.threshold:.1%}), {result.heads_removed} heads removed in {result.steps} "
+                   "evaluations.")
 with lsq:
     st.markdown("**Retraining-free recovery**")
     st.caption("Least squares, layer by layer, so each layer's output matches the dense model's on calibration "
                "data (no labels, no training; Kwon et al. 2022). *Refit* re-solves the kept heads' output "
                "projection and bias; *rescale* finds one scale per kept head. The mask stays; the Export page "
                "can write the recovered model.")
-    method = st.radio("method", list(ui.RECOVERY_METHODS), format_func=ui.RECOVERY_METHODS.get, key="recover_method",
+    method = st.radio("method", list(RECOVERY_LABELS), format_func=RECOVERY_LABELS.get, key="recover_method",
                       horizontal=True)
     if st.button("Recover"):
         try:
-            if recover is None:
-                raise ValueError("headprune.recover is not available yet")
             with st.spinner("solving per-layer least squares and re-evaluating…"):
-                ui.recover_mask(ui.keep(), method)
+                bench.recover(ui.keep(), method)
         except Exception as exc:
             ui.error("Could not recover", exc)
-    rec = ui.recovered_for(ui.keep())
-    if rec:
-        k, label = ui.quality_key(rec["result"])
-        st.metric(f"{label} after recovery ({rec['method']})",
-                  f"{rec['result'][k]:.1%}" if k != "loss" else f"{rec['result'][k]:.3f}",
-                  delta=ui.delta(100 * (rec["result"][k] - ui.exact(ui.keep())[k]), " pts vs masked"))
-        st.caption(f"Calibrated on {rec['calibrated_on']}; measured on the live set.")
+    rec = bench.recovered_for(ui.keep())
+    if rec and rec.result is not None:
+        k, label = ui.quality_key(rec.result)
+        st.metric(f"{label} after recovery ({rec.recovery.method})",
+                  f"{rec.result[k]:.1%}" if k != "loss" else f"{rec.result[k]:.3f}",
+                  delta=ui.delta(100 * (rec.result[k] - bench.exact(ui.keep())[k]), " pts vs masked"))
+        st.caption(f"Calibrated on {rec.calibrated_on}; measured on the live set.")

@@ -168,7 +168,7 @@ def test_a_recovery_made_on_the_prune_page_is_exported_with_the_mask(app, tmp_pa
     next(b for b in app.button if b.label == "Recover").click().run()
     _no_exceptions(app)
     assert not app.error, [e.value for e in app.error]
-    assert any("same file as the live set" in c.value for c in app.caption)  # a CSV has no training split
+    assert any("other examples of the same file" in c.value for c in app.caption)  # a CSV has no training split
     app.switch_page("app_pages/export.py").run()
     assert app.checkbox(key="export_recovery").value
     app.text_input(key="export_folder").set_value(str(tmp_path / "recovered")).run()
@@ -240,10 +240,16 @@ def test_automatic_masks_and_recovery_buttons_on_the_prune_page(app):
     assert any(m.label.endswith("after recovery (weights)") for m in app.metric)
     app.slider(key="budget_drop").set_value(20.0).run()
     next(b for b in app.button if b.label == "Find the smallest model within budget").click().run()
+    assert app.session_state["jobs"]["budget"].wait(120)["status"] == "done"  # a background job with progress
+    app.run()
     _no_exceptions(app)
     assert not app.error, [e.value for e in app.error]
+    assert app.session_state["last_action"].startswith("budget mask:")
+    assert any("held-out" in c.value or "Judged on" in c.value for c in app.caption)
     app.checkbox(key="budget_recover").check().run()
     next(b for b in app.button if b.label == "Find the smallest model within budget").click().run()
+    assert app.session_state["jobs"]["budget"].wait(120)["status"] == "done"
+    app.run()
     _no_exceptions(app)
     assert not app.error, [e.value for e in app.error]
     assert "least-squares recovered" in app.session_state["last_action"]

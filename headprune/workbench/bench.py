@@ -8,6 +8,7 @@ lays out widgets and figures and calls the Workbench. No pipeline is assembled a
 from __future__ import annotations
 
 import collections
+import threading
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -64,6 +65,7 @@ class Workbench:
         self.workload = workload
         self._live: LiveEvaluator | None = None
         self._exact: collections.OrderedDict = collections.OrderedDict()
+        self._live_lock = threading.Lock()  # the live evaluator moves its reference mask: one caller at a time
         self.recovered: RecoveredMask | None = None
 
     # ------------------------------------------------------------------------------------------ basics
@@ -137,28 +139,30 @@ class Workbench:
         options = {k: options[k] for k in ("normalise_layers", "global_minmax", "seed")}
         return self.workload.store.put("scores", (record.metric, tuple(sorted(options.items())), None), record)
 
-    def compare(self, metrics: list[str], *, progress: Progress | None = None) -> dict:
-        """Score maps of `metrics` (and `attention_mean`, the teaching example) and their rank correlations."""
+    def compare(self, metrics: list[str], *, only_stored: bool = False, progress: Progress | None = None) -> dict | None:
+        """Score maps of `metrics` (and `attention_mean`, the teaching example) and their rank correlations
+        (`only_stored`: None unless some session computed them)."""
         found = self.workload.store.get("compare", tuple(metrics))
-        if found is not None:
+        if found is not None or only_stored:
             return found
         wanted = list(dict.fromkeys([*metrics, "attention_mean"]))
         maps = score_many(self.model, self.workload.batches, wanted, progress=progress)
         return self.workload.store.put("compare", tuple(metrics),
                                        {"maps": maps, "corr": compare_metrics({m: maps[m] for m in metrics})})
 
-    def bootstrap(self, metric: str, *, progress: Progress | None = None) -> dict:
-        """Bootstrap rank intervals of `metric` (20 resamples of the examples)."""
+    def bootstrap(self, metric: str, *, only_stored: bool = False, progress: Progress | None = None) -> dict | None:
+        """Bootstrap rank intervals of `metric` (20 resamples of the examples; `only_stored` as in `compare`)."""
         found = self.workload.store.get("bootstrap", (metric,))
-        if found is None:
+        if found is None and not only_stored:
             found = self.workload.store.put("bootstrap", (metric,),
                                             bootstrap_ranks(self.model, self.workload.batches, metric, progress=progress))
         return found
 
-    def roles(self, *, max_examples: int = 64):
-        """Role tags of every head (a DataFrame: layer, head, role, statistic, value)."""
+    def roles(self, *, max_examples: int = 64, only_stored: bool = False):
+        """Role tags of every head (a DataFrame: layer, head, role, statistic, value; `only_stored` as in
+        `compare`)."""
         found = self.workload.store.get("roles", (max_examples,))
-        if found is None:
+        if found is None and not only_stored:
             found = self.workload.store.put("roles", (max_examples,),
                                             head_roles(self.model, self.workload.batches, max_examples=max_examples))
         return found
@@ -216,14 +220,16 @@ class Workbench:
         return result
 
     def curves(self, metrics: list[str], modes: list[CurveMode], fractions: list[float], *, step: float = 0.1,
-               seeds: int = 5, stop_below: float | None = None, progress: Progress | None = None) -> dict:
+               seeds: int = 5, stop_below: float | None = None, only_stored: bool = False,
+               progress: Progress | None = None) -> dict | None:
         """Pruning curves of every (metric, mode) and the random-order baseline, sharing one live evaluator:
-        {"curves": DataFrame, "baseline": DataFrame or None}. Shared by every session."""
+        {"curves": DataFrame, "baseline": DataFrame or None}. Shared by every session; `only_stored`: None
+        unless some session computed them already."""
         import pandas as pd
 
         key = (tuple(metrics), tuple(modes), tuple(fractions), step, seeds, stop_below)
         found = self.workload.store.get("curves", key)
-        if found is not None:
+        if found is not None or only_stored:
             return found
         evaluator = LiveEvaluator(self.model, self.workload.batches)
         jobs = [(m, mode) for m in metrics for mode in modes]
@@ -268,15 +274,17 @@ class Workbench:
     def exact(self, keep) -> Evaluation:
         """Exact metrics of a mask on the workload's examples, re-running only the changed layers (memoised)."""
         key = _mask_key(keep)
-        if key not in self._exact:
-            self._exact[key] = self.live.evaluate(keep)
-            while len(self._exact) > EXACT_MEMO:
-                self._exact.popitem(last=False)
-        return self._exact[key]
+        with self._live_lock:
+            if key not in self._exact:
+                self._exact[key] = self.live.evaluate(keep)
+                while len(self._exact) > EXACT_MEMO:
+                    self._exact.popitem(last=False)
+            return self._exact[key]
 
     def estimate(self, keep) -> float:
         """Instant first-order loss estimate of a mask around the dense model."""
-        return self.live.estimate(keep, around="dense")["loss"]
+        with self._live_lock:
+            return self.live.estimate(keep, around="dense")["loss"]
 
     def measure(self, keep, *, batch_size: int = 8, seq_len: int = 128, repeats: int = 10,
                 progress: Progress | None = None) -> dict:
@@ -298,6 +306,13 @@ class Workbench:
             with recovery.applied(self.model):
                 result = self.evaluate(progress=sub(progress, 0.8, 1.0))
         self.recovered = RecoveredMask(recovery=recovery, result=result, calibrated_on=described)
+        return self.recovered
+
+    def adopt_recovery(self, recovery: Recovery, calibrated_on: str) -> RecoveredMask:
+        """Make a recovery made elsewhere (a budget search) this session's, evaluated on its examples."""
+        with recovery.applied(self.model):
+            result = self.evaluate()
+        self.recovered = RecoveredMask(recovery=recovery, result=result, calibrated_on=calibrated_on)
         return self.recovered
 
     def recovered_for(self, keep) -> RecoveredMask | None:
