@@ -11,7 +11,7 @@ from headprune.core.errors import UserError
 from headprune.core.progress import format_seconds
 from headprune.model.schema import mask_from_dict, mask_to_dict
 from headprune.model.storage import save_pruned
-from headprune.workbench.outputs import check_output
+from headprune.core.files import check_output
 from headprune.workbench.ui_state import encode_mask
 from app_pages import _ui as ui
 
@@ -49,7 +49,7 @@ def _record_json(workload_key: str, mask_code: str, after_items: tuple, latency_
 
 
 def output_target(path_text: str, *, replace: bool) -> Path:
-    """The folder to write, checked before any work (see `headprune.workbench.outputs`)."""
+    """The folder to write, checked before any work (`headprune.core.files.check_output`)."""
     protect = [Path(p) for p in (w.loaded.model_id, w.data_spec) if p and Path(p).exists()]
     return check_output(path_text, "pruned-model", overwrite=replace, protect=protect)
 

@@ -23,7 +23,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 from headprune.model import layout  # noqa: E402
-from headprune.core.atomic import atomic_write_text  # noqa: E402
+from headprune.core.files import atomic_write_text  # noqa: E402
 from headprune.evaluation.latency import measure  # noqa: E402
 
 FRACTIONS = (0.25, 0.5, 0.75)

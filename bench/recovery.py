@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from headprune.core.atomic import atomic_write_text  # noqa: E402
+from headprune.core.files import atomic_write_text  # noqa: E402
 from headprune.sources.batches import make_batches  # noqa: E402
 from headprune.sources.tweets import load_tweets  # noqa: E402
 from headprune.evaluation.loop import evaluate  # noqa: E402

@@ -118,7 +118,7 @@ def main(argv=None) -> dict:
     print("\nSpearman rank correlation between metrics (NaN: constant map, e.g. attention_mean):")
     print(correlations["spearman"].round(2).to_string())
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    from headprune.core.atomic import atomic_write_text
+    from headprune.core.files import atomic_write_text
 
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {args.out}")

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from headprune.model import layout  # noqa: E402
-from headprune.core.atomic import atomic_write_text  # noqa: E402
+from headprune.core.files import atomic_write_text  # noqa: E402
 from headprune.sources.batches import make_batches  # noqa: E402
 from headprune.evaluation.latency import measure  # noqa: E402
 from headprune.sources.tweets import load_tweets  # noqa: E402

@@ -5,16 +5,14 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from ..core.distributed import is_main
-from ..core.errors import UserError
+from ..core.files import check_output
 from ..core.progress import TqdmProgress
 from ..model.schema import read_mask
 from ..presets import PRESETS
 from ..workbench import Workbench, open_workload
-from ..workbench.outputs import check_output
 
 
 @dataclass(frozen=True)
@@ -126,20 +124,14 @@ def read_keep(path: str, bench: Workbench):
     return read_mask(path, bench.model, model_id=bench.workload.loaded.model_id)
 
 
-def protected_inputs(args: argparse.Namespace) -> list[Path]:
-    """Paths no output may replace: the model folder, the data file and mask files given as inputs."""
-    found = [getattr(args, name, None) for name in ("model", "data", "mask")]
-    return [Path(p).expanduser() for p in found if p and Path(p).expanduser().exists()]
-
-
 def check_outputs(command: Command, args: argparse.Namespace) -> None:
-    """Validate every output path of `command` before any loading, scoring or training starts."""
+    """Validate every output path of `command` before any loading, scoring or training starts: never the
+    model folder, data file or mask given as input (nor a folder holding one), and an existing path only when
+    it is headprune's own output of that kind and --overwrite is given."""
     if command.outputs is None:
         return
-    protect = protected_inputs(args)
-    for path, kind, option in command.outputs(args):
-        if path:
-            try:
-                check_output(path, kind, overwrite=bool(getattr(args, "overwrite", False)), protect=protect)
-            except UserError as exc:
-                raise UserError(str(exc), option=option) from None
+    outputs = [(path, kind, option) for path, kind, option in command.outputs(args) if path]
+    inputs = [getattr(args, name, None) for name in ("model", "data", "mask")]
+    for i, (path, kind, option) in enumerate(outputs):
+        protect = inputs + [other for j, (other, _, _) in enumerate(outputs) if j != i]
+        check_output(path, kind, overwrite=bool(getattr(args, "overwrite", False)), protect=protect, option=option)

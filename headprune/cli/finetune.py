@@ -15,6 +15,7 @@ from ..core.errors import UserError
 from ..core.log import get_logger
 from ..core.records import jsonable
 from ..model.storage import save_pruned
+from ..recovery.checkpoints import clear_checkpoints
 from ..recovery.finetune import FinetuneSettings
 from .common import (Command, add_model_args, add_output_args, add_overwrite_arg, finite, open_bench, positive_int,
                      progress_bar, read_keep)
@@ -107,6 +108,8 @@ def run(args: argparse.Namespace) -> dict:
     keep = read_keep(args.mask, bench)
     evals, evaluated_on = _eval_batches(args, bench)
     folder = checkpoint_dir(args)
+    if args.overwrite and not args.resume:  # a fresh start in headprune's own folder (checked before any work)
+        clear_checkpoints(folder)
     with progress_bar(args, "fine-tuning") as bar:
         model, report = _interruptible(lambda should_stop: bench.finetune(
             keep, bench.workload.batches, settings, val_batches=evals.get("val"), test_batches=evals.get("test"),

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..core.atomic import atomic_write_text
+from ..core.files import atomic_write_text
 from ..core.errors import UserError
 from ..core.records import Record
 from .layout import head_grid, to_keep_tensor

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..core.atomic import atomic_directory, atomic_write_text
+from ..core.files import MASKED_MODEL, PRUNED_MODEL, atomic_directory, atomic_write_text
 from ..core.errors import UserError
 from .adapters import adapter_for, family_of, in_out_weight
 from .intervene import private_copy
@@ -22,8 +22,8 @@ from .layout import (blocks, get_path, head_dim, num_heads, num_kv_heads, num_la
 from .schema import mask_to_dict
 from .surgery import head_slots, is_plain_loadable, prune_in_place
 
-PRUNED_FILE = "headprune_pruned.json"
-MASK_FILE = "headprune_mask.json"
+PRUNED_FILE = PRUNED_MODEL.marker  # "headprune_pruned.json"
+MASK_FILE = MASKED_MODEL.marker  # "headprune_mask.json"
 FORMAT_VERSION = 1
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
-from ..core.atomic import atomic_directory
+from ..core.files import atomic_directory
 from ..core.errors import UserError
 from ..core.log import get_logger
 from ..core.paths import cache_dir

@@ -3,7 +3,8 @@
 Each holds the weights (`model/`, written by `save_pruned`; LoRA runs store the adapter in the state instead),
 `trainer_state.pt` (optimizer, scheduler, RNG states, step, losses: plain tensors and numbers, loaded with
 `torch.load(weights_only=True)`) and `checkpoint.json` (step and the run's settings, which a resume must match).
-The folder itself carries `headprune_checkpoints.json`, so headprune recognises it as its own.
+The folder itself carries `headprune_checkpoints.json` (`core.files.CHECKPOINTS`), so headprune recognises it as
+its own and replaces it only when asked (`clear_checkpoints`).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.atomic import atomic_directory, atomic_write_bytes, atomic_write_text
+from ..core.files import CHECKPOINTS, atomic_directory, atomic_write_bytes, atomic_write_text, mark_output
 from ..core.errors import UserError
 from ..model.layout import kept_mask
 from ..model.storage import load_pruned, save_pruned
@@ -22,7 +23,6 @@ from ..model.storage import load_pruned, save_pruned
 CHECKPOINT_PREFIX = "step-"
 STATE_FILE = "trainer_state.pt"
 INFO_FILE = "checkpoint.json"
-MARKER = "headprune_checkpoints.json"
 KEEP_CHECKPOINTS = 2
 
 
@@ -36,12 +36,18 @@ def checkpoints(directory: str | Path) -> list[Path]:
     return sorted(found, key=number)
 
 
+def clear_checkpoints(directory: str | Path) -> None:
+    """Remove the checkpoints of an earlier run from headprune's own checkpoints folder (a fresh start with
+    overwrite: the newest-two rule would otherwise keep the earlier run's later steps)."""
+    for old in checkpoints(directory):
+        shutil.rmtree(old)
+
+
 def save_checkpoint(directory: Path, state: dict, model, settings: dict, adapter: dict | None) -> Path:
     """Write `directory/step-N/` atomically and drop all but the newest `KEEP_CHECKPOINTS`."""
     directory = Path(directory)
-    if not (directory / MARKER).is_file():
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(directory / MARKER, json.dumps({"kind": "checkpoints", "settings": settings}, indent=2) + "\n")
+    if CHECKPOINTS.record(directory) is None:  # a new folder (or one from before folders were marked)
+        mark_output(directory, CHECKPOINTS, {"settings": settings})
     step = int(state["step"])
     target = directory / f"{CHECKPOINT_PREFIX}{step:08d}"
     payload = dict(state)

@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-from ..core.atomic import atomic_write_bytes
+from ..core.files import atomic_write_bytes
 from ..core.paths import cache_dir
 from ..core.versions import library_versions
 
