@@ -13,7 +13,15 @@ from __future__ import annotations
 from .export import OnnxExport, export_onnx, read_sidecar, sidecar_path
 from .latency import LatencySettings, RuntimeLatency, compare_runtimes, measure_onnx
 from .runtime import Parity, check_parity, session
-from .shapes import LoadsIn, UniformMask, Verdict, layer_shapes, loads_in, round_to_uniform, uniform_head_counts
+from .shapes import (
+    LoadsIn,
+    UniformMask,
+    Verdict,
+    layer_shapes,
+    loads_in,
+    round_to_uniform,
+    uniform_head_counts,
+)
 
 __all__ = [
     "LatencySettings",

@@ -11,15 +11,21 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 import torch
 
 from .. import arch
 from ..core.errors import UserError
-from ..cost import _gain_warning, flops_per_token, measure, params_after, synthetic_batch
+from ..cost import (
+    _gain_warning,
+    flops_per_token,
+    measure,
+    params_after,
+    synthetic_batch,
+)
 from . import runtime
 
 Progress = Callable[[float, str], None]
