@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -40,6 +41,7 @@ SCHEMA = "headprune.onnx/1"
 SIDECAR_SUFFIX = ".headprune.json"
 EXPORTER = "torch.onnx.export(dynamo=True)"
 Progress = Callable[[float, str], None]
+_EXPORT_LOCK = threading.Lock()  # torch.export traces under process-wide state: one export at a time
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -75,7 +77,7 @@ def _program(model: nn.Module, names: list[str], opset: int | None):
     batch_dim = torch.export.Dim("batch")
     seq_dim = torch.export.Dim("sequence", max=positions) if positions else torch.export.Dim("sequence")
     dynamic = {name: {0: batch_dim, 1: seq_dim} for name in names}
-    with torch.no_grad():
+    with _EXPORT_LOCK, torch.no_grad():
         return torch.onnx.export(_Logits(model).eval(), (), kwargs=example, dynamo=True, opset_version=opset,
                                  dynamic_shapes=dynamic, output_names=["logits"], verbose=False)
 
