@@ -3,7 +3,7 @@
 The entry page: loads the model and the live evaluation set (sidebar), keeps the session's mask in
 `st.session_state` and the URL, and hands over to the page chosen in the navigation (app_pages/; not `pages/`, which Streamlit would
 run as a v1 multipage app on the first run of a fresh server, bypassing this entry script).
-Environment: HEADPRUNE_MODEL, HEADPRUNE_DATA, HEADPRUNE_LIVE_EXAMPLES (see `headprune.session.app_settings`).
+Environment: HEADPRUNE_MODEL, HEADPRUNE_DATA, HEADPRUNE_LIVE_EXAMPLES (see `headprune.workbench.ui_state.app_settings`).
 """
 from __future__ import annotations
 
@@ -22,11 +22,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import streamlit as st  # noqa: E402
 import torch  # noqa: E402
 
+from app_pages import _ui as ui  # noqa: E402
+from headprune.core.progress import eta_text, format_seconds  # noqa: E402
 from headprune.model import adapters, layout  # noqa: E402
 from headprune.presets import PRESETS, build_preset, preset_meta  # noqa: E402
 from headprune.workbench.ui_state import MaskHistory, app_settings, decode_mask  # noqa: E402
-from headprune.core.progress import eta_text, format_seconds  # noqa: E402
-from app_pages import _ui as ui  # noqa: E402
 
 st.set_page_config(page_title="headprune", page_icon=":material/content_cut:", layout="wide")
 
@@ -70,7 +70,7 @@ def load(model_spec: str, data_spec: str, live_examples: int, data_options: dict
 
 
 def upload_to_file(upload) -> str:
-    """An uploaded CSV/JSON/Parquet file, saved where `headprune.data.load_data` can read it."""
+    """An uploaded CSV/JSON/Parquet file, saved where `headprune.sources.data.load_data` can read it."""
     folder = Path(tempfile.gettempdir()) / "headprune-uploads"
     folder.mkdir(exist_ok=True)
     path = folder / f"{abs(hash(upload.getvalue()))}-{Path(upload.name).name}"

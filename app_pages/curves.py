@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from headprune.figures import curves_figure
 from app_pages import _ui as ui
+from headprune.figures import curves_figure
 
 w = ui.workload()
 model = w.model

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import streamlit as st
 
+from app_pages import _ui as ui
 from headprune.core.errors import UserError
+from headprune.core.files import check_output
 from headprune.core.progress import format_seconds
 from headprune.model.schema import mask_from_dict, mask_to_dict
 from headprune.model.storage import save_pruned
-from headprune.core.files import check_output
 from headprune.workbench.ui_state import encode_mask
-from app_pages import _ui as ui
 
 bench = ui.bench()
 w = ui.workload()

@@ -4,9 +4,9 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
-from headprune.model import layout
-from headprune.figures import head_grid_figure
 from app_pages import _ui as ui
+from headprune.figures import head_grid_figure
+from headprune.model import layout
 
 bench = ui.bench()
 w = ui.workload()

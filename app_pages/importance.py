@@ -4,16 +4,21 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import torch
 import streamlit as st
+import torch
 
+from app_pages import _ui as ui
 from headprune.core.errors import UserError
-from headprune.figures import (attention_figure, attention_mean_explainer_figure, correlation_figure, head_grid_figure,
-                               small_multiples_figure)
+from headprune.figures import (
+    attention_figure,
+    attention_mean_explainer_figure,
+    correlation_figure,
+    head_grid_figure,
+    small_multiples_figure,
+)
 from headprune.model import layout
 from headprune.model.schema import scores_from_dict
 from headprune.scoring.agreement import rank_heads
-from app_pages import _ui as ui
 
 bench = ui.bench()
 w = ui.workload()

@@ -5,12 +5,12 @@ import numpy as np
 import streamlit as st
 import torch
 
+from app_pages import _ui as ui
 from headprune.evaluation.cost import flops_per_token, params_after
 from headprune.figures import cost_bars_figure, head_grid_figure
 from headprune.model import layout
 from headprune.model.units import kv_cache_bytes_per_token
 from headprune.workbench.ui_state import encode_mask, toggle_selection
-from app_pages import _ui as ui
 
 RECOVERY_LABELS = {"weights": "refit the kept heads' output projection", "scales": "rescale each kept head"}
 JUDGE_EXAMPLES = 1024  # held-out examples a budget search is judged on (apart from the live set and calibration)

@@ -3,7 +3,7 @@
 Models: the MiniLM default (6×12: the built `minilm-tweets` preset, else raw all-MiniLM-L6-v2 with a fresh
 3-label head) and a random BERT-base-sized classifier (12 layers × 12 heads, hidden 768, intermediate 3072).
 Masks remove 25/50/75% of the heads, the same number in every layer, chosen at random (seed 0).
-Timing: `headprune.cost.measure` (batch 8 × 128 tokens, 3 warm-up + N timed passes, dense and pruned
+Timing: `headprune.evaluation.latency.measure` (batch 8 × 128 tokens, 3 warm-up + N timed passes, dense and pruned
 interleaved, 2 threads). Goal: at 50% on BERT-base, time ratio <= FLOP ratio + 0.05.
 
     python bench/prune_speed.py [--out FILE] [--repeats 20] [--threads 2]
@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from headprune.model import layout  # noqa: E402
 from headprune.core.files import atomic_write_text  # noqa: E402
 from headprune.evaluation.latency import measure  # noqa: E402
+from headprune.model import layout  # noqa: E402
 
 FRACTIONS = (0.25, 0.5, 0.75)
 

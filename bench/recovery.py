@@ -2,10 +2,10 @@
 
 On the `minilm-tweets` preset (6×12 heads): score heads by `--metric` (gradient, Michel et al. 2019) on a
 validation sample, remove the least important 75% (54 of 72, every layer keeps ≥ 1), then
-1. retraining-free least-squares recovery (`headprune.recover.lsq_recover`, `--lsq-method`: refit the kept
+1. retraining-free least-squares recovery (`headprune.recovery.lsq.lsq_recover`, `--lsq-method`: refit the kept
    heads' output projection, or Kwon et al. 2022's per-head scales) on a calibration sample of the train
    split, baked into the pruned model;
-2. `headprune.finetune.recover`: one epoch on the train split with distillation from the dense model,
+2. `headprune.recovery.finetune.recover`: one epoch on the train split with distillation from the dense model,
    starting from the least-squares model; the step count is set from a measured step time so that the
    learning-rate schedule ends within `--time-budget` seconds (stopped there in any case).
 Accuracy on the full test split after each stage, and the time each took (2 threads by default).
@@ -27,14 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from headprune.core.files import atomic_write_text  # noqa: E402
-from headprune.sources.batches import make_batches  # noqa: E402
-from headprune.sources.tweets import load_tweets  # noqa: E402
 from headprune.evaluation.loop import evaluate  # noqa: E402
-from headprune.recovery.finetune import recover  # noqa: E402
-from headprune.presets import load_model  # noqa: E402
 from headprune.model.surgery import prune  # noqa: E402
+from headprune.presets import load_model  # noqa: E402
+from headprune.recovery.finetune import recover  # noqa: E402
 from headprune.scoring.api import score_heads  # noqa: E402
 from headprune.search.masks import least_important  # noqa: E402
+from headprune.sources.batches import make_batches  # noqa: E402
+from headprune.sources.tweets import load_tweets  # noqa: E402
 
 
 def batches_of(loaded, split: str, limit: int | None, batch_size: int, seed: int = 0):

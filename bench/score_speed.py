@@ -23,14 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from headprune.scoring.agreement import compare_metrics  # noqa: E402
+from headprune.model.forward import forward_logits  # noqa: E402
 from headprune.model.layout import head_grid  # noqa: E402
+from headprune.presets import load_model  # noqa: E402
+from headprune.scoring.agreement import compare_metrics  # noqa: E402
+from headprune.scoring.api import score_many  # noqa: E402
+from headprune.scoring.registry import METRICS  # noqa: E402
 from headprune.sources.batches import make_batches  # noqa: E402
 from headprune.sources.tweets import load_tweets  # noqa: E402
-from headprune.presets import load_model  # noqa: E402
-from headprune.model.forward import forward_logits  # noqa: E402
-from headprune.scoring.registry import METRICS  # noqa: E402
-from headprune.scoring.api import score_many  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "score_speed.json"
 

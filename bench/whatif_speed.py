@@ -21,18 +21,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from headprune.model import layout  # noqa: E402
 from headprune.core.files import atomic_write_text  # noqa: E402
-from headprune.sources.batches import make_batches  # noqa: E402
 from headprune.evaluation.latency import measure  # noqa: E402
-from headprune.sources.tweets import load_tweets  # noqa: E402
-from headprune.evaluation.loop import evaluate  # noqa: E402
 from headprune.evaluation.live import LiveEvaluator  # noqa: E402
+from headprune.evaluation.loop import evaluate  # noqa: E402
+from headprune.model import layout  # noqa: E402
 from headprune.recovery.lsq import Recovery, lsq_recover, reconstruction_error  # noqa: E402
 from headprune.scoring.api import score_heads  # noqa: E402
 from headprune.search.budget import budget_mask  # noqa: E402
-from headprune.search.iterative import iterative_scores  # noqa: E402
 from headprune.search.curves import prune_curve, random_baseline  # noqa: E402
+from headprune.search.iterative import iterative_scores  # noqa: E402
+from headprune.sources.batches import make_batches  # noqa: E402
+from headprune.sources.tweets import load_tweets  # noqa: E402
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 

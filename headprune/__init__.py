@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import importlib
 
-from .core.errors import InternalError, OutputExistsError, UnsupportedModelError, UserError
+from .core.errors import (
+    InternalError,
+    OutputExistsError,
+    UnsupportedModelError,
+    UserError,
+)
 from .core.versions import __version__
 
 _LAZY = {

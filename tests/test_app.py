@@ -21,8 +21,8 @@ TIMEOUT = 180  # torch imports and the first model load are slow on a shared 2-c
 
 def tiny_workspace(folder: Path, *, rows: int = 96) -> tuple[Path, Path]:
     """A tiny BERT classifier (2 layers x 4 heads, WordPiece tokenizer) saved to a folder, and a 3-class CSV."""
-    from transformers import BertTokenizer
     from tiny_text import WORDS, bert_tokenizer, save, tiny_bert
+    from transformers import BertTokenizer
 
     folder = Path(folder)
     bert_tokenizer(folder / "tok")  # writes the WordPiece vocab.txt

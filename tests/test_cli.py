@@ -10,18 +10,17 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from headprune.sources.batches import make_batches
-from headprune.cli import main
-from headprune.sources.data import load_data
-from headprune.evaluation.loop import evaluate
-from headprune.model.intervene import gated
-from headprune.model.schema import read_mask, write_mask
-from headprune.presets import load_model
-from headprune.model.layout import kept_mask
-from headprune.model.storage import load_pruned
-from headprune.recovery.lsq import lsq_recover
 from tiny_text import bert_tokenizer, save, tiny_bert
+
+from headprune.cli import main
+from headprune.evaluation.loop import evaluate
+from headprune.model.layout import kept_mask
+from headprune.model.schema import read_mask, write_mask
+from headprune.model.storage import load_pruned
+from headprune.presets import load_model
+from headprune.recovery.lsq import lsq_recover
+from headprune.sources.batches import make_batches
+from headprune.sources.data import load_data
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ["good movie,positive", "awful car,negative", "the car,neutral", "love this,positive", "bad bad,negative",

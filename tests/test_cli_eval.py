@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_text import bert_tokenizer, save, tiny_bert, tiny_gpt2, word_tokenizer
 
 from headprune.cli import COMMANDS, main
-from tiny_text import bert_tokenizer, save, tiny_bert, tiny_gpt2, word_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 CSV = "review,sentiment\ngood movie,positive\nawful car,negative\nthe car,neutral\nlove this,positive\nbad bad,negative\n"

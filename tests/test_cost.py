@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from headprune.model import layout
 from headprune.evaluation.cost import flops_per_token, params_after
 from headprune.evaluation.latency import measure
+from headprune.model import layout
 from headprune.model.surgery import prune
 from headprune.model.tiny import tiny_model
 from headprune.model.units import to_units

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_text import bert_tokenizer, save, tiny_bert
 
-from headprune.core import distributed
 from headprune.cli import main
+from headprune.core import distributed
 from headprune.model.schema import write_mask
 from headprune.model.storage import load_pruned
-from tiny_text import bert_tokenizer, save, tiny_bert
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ["good movie,positive", "awful car,negative", "the car,neutral", "love this,positive", "bad bad,negative",

@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-
-from headprune.sources.batches import make_batches
-from headprune.evaluation.metrics import accumulate, batch_metrics, finalise, macro_f1
-from headprune.evaluation.loop import evaluate
-from headprune.evaluation.zeroshot import zero_shot_sentiment
-from headprune.sources.models import LoadedModel
-from headprune.recovery.train import train
 from tiny_text import bert_tokenizer, tiny_bert, tiny_gpt2, word_tokenizer
+
+from headprune.evaluation.loop import evaluate
+from headprune.evaluation.metrics import accumulate, batch_metrics, finalise, macro_f1
+from headprune.evaluation.zeroshot import zero_shot_sentiment
+from headprune.recovery.train import train
+from headprune.sources.batches import make_batches
+from headprune.sources.models import LoadedModel
 
 TEXTS = pd.DataFrame({
     "text": ["good", "this movie is awful", "a car", "i love this great fine car ok", "bad", "the tweet is not ok",
@@ -150,8 +150,7 @@ def test_zero_shot_sentiment_on_a_tiny_lm():
     # left padding with position ids: a text's scores do not depend on its batch mates
     one = zero_shot_sentiment(loaded, TEXTS.iloc[:1], chat=False, calibrate=False)
     assert one["predicted"] == zero_shot_sentiment(loaded, TEXTS.iloc[:1], chat=False, calibrate=False, batch_size=1)["predicted"]
-    from headprune.evaluation.zeroshot import _label_word_log_probs
-    from headprune.evaluation.zeroshot import label_word_ids
+    from headprune.evaluation.zeroshot import _label_word_log_probs, label_word_ids
 
     ids = torch.tensor(label_word_ids(tok, ["negative", "neutral", "positive"]))
     texts = ["the movie is good", "bad", "a car is a car ok fine"]

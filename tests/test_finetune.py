@@ -7,15 +7,14 @@ import pytest
 import torch
 
 from headprune.evaluation.loop import evaluate
-from headprune.recovery.checkpoints import checkpoints
-from headprune.recovery.distill import distillation_kl
-from headprune.recovery.lora import lora_targets
-from headprune.recovery.finetune import recover
 from headprune.model.layout import kept_mask
 from headprune.model.storage import load_pruned
 from headprune.model.surgery import prune
 from headprune.model.tiny import tiny_batch, tiny_model
-
+from headprune.recovery.checkpoints import checkpoints
+from headprune.recovery.distill import distillation_kl
+from headprune.recovery.finetune import recover
+from headprune.recovery.lora import lora_targets
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

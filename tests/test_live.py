@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from headprune.model import layout
-from headprune.evaluation.loop import evaluate
 from headprune.evaluation.live import LiveEvaluator
+from headprune.evaluation.loop import evaluate
+from headprune.model import layout
 from headprune.model.tiny import tiny_batch, tiny_model
 
 KINDS = ["bert", "gpt2", "llama"]  # classifier (fast path), causal LM, causal LM with GQA

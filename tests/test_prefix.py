@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers.pytorch_utils import Conv1D
 
 import headprune
-from headprune.model import layout
 from headprune.evaluation.prefix import PrefixCache
+from headprune.model import layout
 from headprune.model.forward import forward_logits
 from headprune.model.intervene import layer_plan
 from headprune.model.tiny import tiny_batch, tiny_model
-from transformers.pytorch_utils import Conv1D
 
 
 def _full(model, batch, keep):

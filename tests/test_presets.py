@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
+from headprune.presets import PRESETS, build_preset, preset_dir, preset_meta
 from headprune.sources.batches import make_batches
 from headprune.sources.tweets import load_tweets
-from headprune.presets import PRESETS, build_preset, preset_dir, preset_meta
 
 
 def test_preset_names_and_cache_location(tmp_path, monkeypatch):

@@ -6,12 +6,12 @@ import threading
 import pytest
 import torch
 
-from headprune.model import layout
 from headprune.evaluation.loop import evaluate
+from headprune.model import layout
 from headprune.model.forward import forward_logits
 from headprune.model.surgery import prune
-from headprune.recovery.lsq import Recovery, lsq_recover, reconstruction_error
 from headprune.model.tiny import tiny_batch, tiny_model
+from headprune.recovery.lsq import Recovery, lsq_recover, reconstruction_error
 
 
 def _setup(family):

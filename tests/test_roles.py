@@ -4,10 +4,15 @@ import pytest
 import torch
 
 from headprune.model import layout
-from headprune.scoring.attention import attention_statistics
 from headprune.model.surgery import prune
-from headprune.scoring.roles import COLUMNS, PREVIOUS_TOKEN_MIN, head_roles, roles_from_attention
 from headprune.model.tiny import tiny_batch, tiny_model
+from headprune.scoring.attention import attention_statistics
+from headprune.scoring.roles import (
+    COLUMNS,
+    PREVIOUS_TOKEN_MIN,
+    head_roles,
+    roles_from_attention,
+)
 
 T = 8
 

@@ -6,18 +6,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from headprune.model import layout
-from headprune.scoring.agreement import bootstrap_ranks, compare_metrics, rank_heads
-from headprune.model.intervene import masked
-from headprune.scoring.attention import attention_pattern, batch_attentions
 from headprune.evaluation.loop import evaluate
-from headprune.model.intervene import gated
+from headprune.model import layout
 from headprune.model.forward import forward_logits
+from headprune.model.intervene import gated, masked
 from headprune.model.surgery import prune
-from headprune.scoring.registry import METRICS
-from headprune.scoring.api import contributions, score_heads, score_many
-from headprune.scoring.cache import model_fingerprint
 from headprune.model.tiny import tiny_batch, tiny_model
+from headprune.scoring.agreement import bootstrap_ranks, compare_metrics, rank_heads
+from headprune.scoring.api import contributions, score_heads, score_many
+from headprune.scoring.attention import attention_pattern, batch_attentions
+from headprune.scoring.cache import model_fingerprint
+from headprune.scoring.registry import METRICS
 
 FAMILIES = ["bert", "gpt2", "llama"]  # encoder classifier, GPT-2, grouped-query Llama
 

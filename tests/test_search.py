@@ -4,18 +4,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from headprune.model import layout
 from headprune.evaluation.cost import flops_per_token
-from headprune.evaluation.loop import evaluate
 from headprune.evaluation.live import LiveEvaluator
-from headprune.model.intervene import gated
+from headprune.evaluation.loop import evaluate
+from headprune.model import layout
+from headprune.model.tiny import tiny_batch, tiny_model
 from headprune.scoring.api import score_heads
 from headprune.search.budget import budget_mask
+from headprune.search.curves import prune_curve, random_baseline
 from headprune.search.iterative import iterative_scores
 from headprune.search.masks import least_important
-from headprune.search.curves import prune_curve, random_baseline
 from headprune.search.target import target_mask
-from headprune.model.tiny import tiny_batch, tiny_model
 
 
 def _scores(model, seed=0):

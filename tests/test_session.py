@@ -4,9 +4,16 @@ import threading
 import pytest
 import torch
 
-from headprune.workbench.jobs import Job, JobCancelled
-from headprune.workbench.ui_state import MaskHistory, app_settings, decode_mask, encode_mask, selected_heads, toggle_selection
 from headprune.core.progress import eta_text, format_seconds
+from headprune.workbench.jobs import Job, JobCancelled
+from headprune.workbench.ui_state import (
+    MaskHistory,
+    app_settings,
+    decode_mask,
+    encode_mask,
+    selected_heads,
+    toggle_selection,
+)
 
 
 def _point(layer, head):

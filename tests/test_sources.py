@@ -6,14 +6,14 @@ import json
 import pandas as pd
 import pytest
 import torch
+from tiny_text import bert_tokenizer, save, tiny_bert, tiny_gpt2, word_tokenizer
 
 from headprune.core.types import IGNORE_INDEX
+from headprune.presets import load_model
 from headprune.sources.batches import make_batches
-from headprune.sources.tweets import TWEET_LABELS, load_tweets
 from headprune.sources.data import data_fingerprint, load_data
 from headprune.sources.models import LoadedModel
-from headprune.presets import load_model
-from tiny_text import bert_tokenizer, save, tiny_bert, tiny_gpt2, word_tokenizer
+from headprune.sources.tweets import TWEET_LABELS, load_tweets
 
 LABEL2ID = {"negative": 0, "neutral": 1, "positive": 2}
 
@@ -270,8 +270,8 @@ def test_headless_model_and_remote_code_are_refused(tmp_path, bert_tok):
 
 
 def test_pruned_folder_loads_through_load_pruned(tmp_path, bert_tok):
-    from headprune.model.surgery import prune
     from headprune.model.storage import save_pruned
+    from headprune.model.surgery import prune
 
     model = tiny_bert(bert_tok, label_names=["negative", "neutral", "positive"])
     keep = torch.ones(2, 4, dtype=torch.bool)

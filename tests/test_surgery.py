@@ -174,6 +174,48 @@ def test_uniform_gqa_prune_loads_with_plain_from_pretrained(tmp_path):
     torch.testing.assert_close(_logits(plain, batch), _logits(pruned, batch), atol=1e-5, rtol=1e-5)
 
 
+def _uniform_keeps(model, count, seed):
+    """Two masks keeping `count` heads in every layer: the first `count` heads everywhere (same layout in every
+    layer), and a random choice per layer (KV layouts may then differ between layers)."""
+    layers, heads = layout.head_grid(model)
+    first = torch.zeros(layers, heads, dtype=torch.bool)
+    first[:, :count] = True
+    gen = torch.Generator().manual_seed(seed)
+    scattered = torch.zeros(layers, heads, dtype=torch.bool)
+    for layer in range(layers):
+        scattered[layer, torch.randperm(heads, generator=gen)[:count]] = True
+    return first, scattered
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2"])
+def test_every_uniform_head_count_saves_and_reloads(tmp_path, family):
+    """transformers 5's LlamaConfig refuses hidden_size % heads != 0 (64 and 3, 5, 6, 7 heads here): such shapes
+    used to crash save_pruned; now they save with the original counts, say so, and load with load_pruned."""
+    from transformers import AutoModelForCausalLM
+
+    model = tiny_model(family, hidden_size=64, num_attention_heads=8, num_key_value_heads=4)
+    batch = tiny_batch(model)
+    plain_counts = set()
+    for count in range(1, 9):
+        for variant, keep in enumerate(_uniform_keeps(model, count, seed=count)):
+            pruned = headprune.prune(model, keep)
+            folder = headprune.save_pruned(pruned, tmp_path / f"{count}-{variant}")
+            expected = _logits(pruned, batch)
+            torch.testing.assert_close(_logits(headprune.load_pruned(folder), batch), expected, atol=1e-5, rtol=1e-5)
+            says_plain = json.loads((folder / "headprune_pruned.json").read_text())["loads_with_from_pretrained"]
+            if says_plain:
+                plain = AutoModelForCausalLM.from_pretrained(folder).eval()
+                torch.testing.assert_close(_logits(plain, batch), expected, atol=1e-5, rtol=1e-5)
+                plain_counts.add(count)
+            else:
+                with pytest.raises(Exception):  # shape mismatch or config validation: the marker was right
+                    AutoModelForCausalLM.from_pretrained(folder)
+    if family == "llama":
+        assert plain_counts == {1, 2, 4, 8}  # the divisors of 64 among 1..8
+    else:
+        assert plain_counts == set(range(1, 9))
+
+
 RELOAD_SCRIPT = """
 import sys, torch, headprune
 from headprune.model.tiny import tiny_batch

@@ -4,7 +4,15 @@ from __future__ import annotations
 import argparse
 
 from ..core.errors import UserError
-from .common import Command, add_model_args, add_output_args, finite, open_bench, progress_bar, whole
+from .common import (
+    Command,
+    add_model_args,
+    add_output_args,
+    finite,
+    open_bench,
+    progress_bar,
+    whole,
+)
 
 
 def build(parser: argparse.ArgumentParser) -> None:

@@ -3,7 +3,14 @@ from __future__ import annotations
 
 import argparse
 
-from .common import Command, add_model_args, add_output_args, open_bench, progress_bar, read_keep
+from .common import (
+    Command,
+    add_model_args,
+    add_output_args,
+    open_bench,
+    progress_bar,
+    read_keep,
+)
 
 
 def build(parser: argparse.ArgumentParser) -> None:

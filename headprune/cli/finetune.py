@@ -17,8 +17,17 @@ from ..core.records import jsonable
 from ..model.storage import save_pruned
 from ..recovery.checkpoints import clear_checkpoints
 from ..recovery.finetune import FinetuneSettings
-from .common import (Command, add_model_args, add_output_args, add_overwrite_arg, finite, open_bench, positive_int,
-                     progress_bar, read_keep)
+from .common import (
+    Command,
+    add_model_args,
+    add_output_args,
+    add_overwrite_arg,
+    finite,
+    open_bench,
+    positive_int,
+    progress_bar,
+    read_keep,
+)
 
 log = get_logger(__name__)
 

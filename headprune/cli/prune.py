@@ -9,8 +9,17 @@ from ..core.log import get_logger
 from ..model.schema import mask_to_dict, write_mask
 from ..scoring.registry import check_metric
 from ..search.masks import check_min_heads
-from .common import (Command, add_model_args, add_output_args, add_overwrite_arg, finite, open_bench, progress_bar,
-                     read_keep, whole)
+from .common import (
+    Command,
+    add_model_args,
+    add_output_args,
+    add_overwrite_arg,
+    finite,
+    open_bench,
+    progress_bar,
+    read_keep,
+    whole,
+)
 
 log = get_logger(__name__)
 

@@ -6,8 +6,15 @@ import argparse
 from ..core.distributed import init, is_main, launched
 from ..model.schema import write_scores
 from ..scoring.registry import METRICS
-from .common import (Command, add_model_args, add_output_args, add_overwrite_arg, open_bench, progress_bar,
-                     read_keep)
+from .common import (
+    Command,
+    add_model_args,
+    add_output_args,
+    add_overwrite_arg,
+    open_bench,
+    progress_bar,
+    read_keep,
+)
 
 
 def build(parser: argparse.ArgumentParser) -> None:

@@ -103,7 +103,7 @@ def barrier() -> None:
 
 
 def aggregate_all(contributions):
-    """`headprune.score.Contributions.aggregate()` over every process's examples: the per-head sums (and the
+    """`headprune.scoring.registry.Contributions.aggregate()` over every process's examples: the per-head sums (and the
     example weights of a mean) are all-reduced before dividing. Equals `.aggregate()` when not distributed."""
     total = all_reduce_sum(contributions.values.nan_to_num(0.0).sum(0))  # (L, H)
     if contributions.reduce == "sum":

@@ -79,6 +79,12 @@ def _temp_name(path: Path, role: str) -> Path:
     return path.parent / f".{_stem(path.name)}.headprune-{role}-{pid}-{_start_time(pid) or 0}-{secrets.token_hex(4)}"
 
 
+def temp_sibling(path: str | os.PathLike) -> Path:
+    """A fresh temp name beside `path` for this process, cleaned by `recover_interrupted` once the process
+    that made it has ended (for writers that stage several files, e.g. an ONNX model and its sidecar)."""
+    return _temp_name(_target(path), "partial")
+
+
 def _leftover(path: Path) -> re.Pattern:
     """Matches the temp names of `path`; groups: pid, start time."""
     return re.compile(rf"\.{re.escape(_stem(path.name))}\.headprune-(?:partial|old)-(\d+)-(\d+)-[0-9a-f]+")

@@ -13,8 +13,17 @@ from torch import nn
 
 from ..core.errors import UserError
 from ..model.adapters import adapter_for, linear_shape
-from ..model.layout import blocks, get_path, head_dim, kv_group_of, parameter_count, present_heads, \
-    present_kv_heads, task_of, to_keep_tensor
+from ..model.layout import (
+    blocks,
+    get_path,
+    head_dim,
+    kv_group_of,
+    parameter_count,
+    present_heads,
+    present_kv_heads,
+    task_of,
+    to_keep_tensor,
+)
 
 
 def _removed_heads(model, keep) -> list[tuple[int, int, int]]:

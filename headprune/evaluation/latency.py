@@ -59,7 +59,7 @@ def _summary(model, times: list[float], seq_len: int) -> dict:
 
 def measure(model, keep, *, batch_size: int = 8, seq_len: int = 128, repeats: int = 20, warmup: int = 3,
             threads: int | None = None, device=None, progress: Progress | None = None) -> dict:
-    """Time dense vs physically pruned (`headprune.prune.prune(model, keep)`) forward passes.
+    """Time dense vs physically pruned (`headprune.model.surgery.prune(model, keep)`) forward passes.
 
     Synthetic valid inputs (B=batch_size, T=seq_len), `torch.inference_mode`, `warmup` untimed passes, then
     `repeats` timed ones, dense and pruned interleaved; `threads` fixes `torch.set_num_threads` during the measurement (restored after);
@@ -91,13 +91,13 @@ def measure(model, keep, *, batch_size: int = 8, seq_len: int = 128, repeats: in
     flop_ratio = results["pruned"]["flops_per_token"] / results["dense"]["flops_per_token"]
     paired = statistics.median(p / d for p, d in zip(pruned_times, dense_times))
     results.update(time_ratio=time_ratio, time_ratio_paired=paired, flop_ratio=flop_ratio, speedup=1 / time_ratio,
-                   warning=_gain_warning(time_ratio, flop_ratio, batch_size, seq_len),
+                   warning=gain_warning(time_ratio, flop_ratio, batch_size, seq_len),
                    batch_size=batch_size, seq_len=seq_len, repeats=repeats,
                    threads=int(threads) if threads is not None else old_threads, device=str(device))
     return results
 
 
-def _gain_warning(time_ratio: float, flop_ratio: float, batch_size: int, seq_len: int) -> str | None:
+def gain_warning(time_ratio: float, flop_ratio: float, batch_size: int, seq_len: int) -> str | None:
     """A sentence when the measured time saving is far below the FLOP saving."""
     flop_gain, time_gain = 1 - flop_ratio, 1 - time_ratio
     if flop_gain < 0.05 or time_gain >= 0.5 * flop_gain:

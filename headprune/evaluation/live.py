@@ -29,7 +29,14 @@ from ..core.progress import Progress, report
 from ..model.adapters import adapter_for
 from ..model.forward import forward_logits, model_device, real_tokens, to_device
 from ..model.intervene import gated, masked
-from ..model.layout import blocks, get_path, head_dim, is_pruned, task_of, to_keep_tensor
+from ..model.layout import (
+    blocks,
+    get_path,
+    head_dim,
+    is_pruned,
+    task_of,
+    to_keep_tensor,
+)
 from .metrics import Evaluation, accumulate, batch_metrics, finalise, per_example_loss
 from .prefix import PrefixCache
 

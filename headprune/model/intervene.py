@@ -41,7 +41,14 @@ from torch import nn
 
 from ..core.errors import UserError
 from .adapters import adapter_for, in_out_weight
-from .layout import attention_modules, blocks, head_grid, out_projections, present_heads, to_keep_tensor
+from .layout import (
+    attention_modules,
+    blocks,
+    head_grid,
+    out_projections,
+    present_heads,
+    to_keep_tensor,
+)
 
 
 @dataclasses.dataclass(frozen=True)

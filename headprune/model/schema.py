@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from ..core.files import atomic_write_text
 from ..core.errors import UserError
+from ..core.files import atomic_write_text
 from ..core.records import Record
 from .layout import head_grid, to_keep_tensor
 

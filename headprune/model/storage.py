@@ -13,12 +13,22 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..core.files import MASKED_MODEL, PRUNED_MODEL, atomic_directory, atomic_write_text
 from ..core.errors import UserError
+from ..core.files import MASKED_MODEL, PRUNED_MODEL, atomic_directory, atomic_write_text
 from .adapters import adapter_for, family_of, in_out_weight
 from .intervene import private_copy
-from .layout import (blocks, get_path, head_dim, num_heads, num_kv_heads, num_layers, parameter_count,
-                     present_heads, present_kv_heads, to_keep_tensor)
+from .layout import (
+    blocks,
+    get_path,
+    head_dim,
+    num_heads,
+    num_kv_heads,
+    num_layers,
+    parameter_count,
+    present_heads,
+    present_kv_heads,
+    to_keep_tensor,
+)
 from .schema import mask_to_dict
 from .surgery import head_slots, is_plain_loadable, prune_in_place
 
@@ -52,9 +62,10 @@ def save_pruned(model: nn.Module, path: str | Path, tokenizer=None, *, meta: dic
     """Save a (pruned) model: safetensors weights, HF config, and `headprune_pruned.json` (kept heads).
 
     Written atomically: an interrupted save leaves no folder that loads. An existing folder is replaced only
-    with `overwrite` (and the caller's own checks of what it is). Load with `load_pruned`; when every layer
-    keeps the same number of heads (and whole KV groups, GQA families only), plain `from_pretrained` works too
-    (`loads_with_from_pretrained` in the JSON).
+    with `overwrite` (and the caller's own checks of what it is). `load_pruned` loads any shape; plain
+    `from_pretrained` works too when every layer keeps the same head counts (GQA families only) and the config
+    class accepts them (`config_rejects_counts`; e.g. LlamaConfig wants hidden_size % heads == 0):
+    `loads_with_from_pretrained` in the JSON says which.
     """
     path = Path(path)
     record = pruned_record(model, meta)

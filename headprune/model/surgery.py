@@ -15,15 +15,26 @@ model really gets smaller and faster. What is stored, per layer:
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from torch import nn
 
 from .adapters import adapter_for, linear_shape
 from .intervene import private_copy
-from .layout import (blocks, get_path, head_dim, kv_group_size, num_heads, num_kv_heads, present_heads,
-                     present_kv_heads, to_keep_tensor)
+from .layout import (
+    blocks,
+    get_path,
+    head_dim,
+    kv_group_size,
+    num_heads,
+    num_kv_heads,
+    present_heads,
+    present_kv_heads,
+    to_keep_tensor,
+)
 
 
 def head_slots(positions: list[int], dh: int) -> torch.Tensor:
@@ -151,8 +162,25 @@ def prune_in_place(model: nn.Module, keep: torch.Tensor) -> None:
     _record_structure(model, new_heads, new_kv_heads)
 
 
+def config_rejects_counts(config, num_heads: int, num_kv_heads: int) -> str | None:
+    """Why transformers refuses `config` with these head counts (its own class validators, as run by
+    `save_pretrained` and `from_pretrained`), or None when it accepts them. E.g. transformers 5's LlamaConfig
+    demands hidden_size % num_attention_heads == 0 even though the config carries `head_dim`."""
+    trial = copy.deepcopy(config)
+    trial.num_attention_heads = num_heads
+    if hasattr(trial, "num_key_value_heads"):
+        trial.num_key_value_heads = num_kv_heads
+    try:
+        trial.validate()
+    except (StrictDataclassError, ValueError, TypeError) as exc:
+        cause = exc.__cause__ or exc  # the validator's own message
+        return f"{type(config).__name__}: {cause}"
+    return None
+
+
 def _record_structure(model: nn.Module, heads: list[list[int]], kv_heads: list[list[int]]) -> None:
-    """Store the kept heads in the config; uniform GQA shapes also get plain-HF head counts."""
+    """Store the kept heads in the config; uniform GQA shapes also get plain-HF head counts where the
+    config class accepts them (else it keeps the original counts, so it still validates and saves)."""
     config, adapter = model.config, adapter_for(model)
     n_heads, n_kv, dh = num_heads(model), num_kv_heads(model), head_dim(model)
     config.headprune_num_heads, config.headprune_num_kv_heads = n_heads, n_kv
@@ -162,11 +190,13 @@ def _record_structure(model: nn.Module, heads: list[list[int]], kv_heads: list[l
         config.head_dim = dh
         shapes = {(len(h), len(kv)) for h, kv in zip(heads, kv_heads)}
         uniform = len(shapes) == 1 and min(shapes)[0] > 0
-        config.num_attention_heads, config.num_key_value_heads = min(shapes) if uniform else (n_heads, n_kv)
+        plain = uniform and config_rejects_counts(config, *min(shapes)) is None
+        config.num_attention_heads, config.num_key_value_heads = min(shapes) if plain else (n_heads, n_kv)
 
 
 def is_plain_loadable(model: nn.Module) -> bool:
-    """True when a saved copy of `model` loads with plain `from_pretrained` (no headprune needed)."""
+    """True when a saved copy of `model` loads with plain `from_pretrained` (no headprune needed): every
+    layer stores all its heads, or the config's own head counts describe every layer."""
     heads = present_heads(model)
     if all(len(h) == num_heads(model) for h in heads):
         return True

@@ -12,7 +12,13 @@ import torch
 
 from ..core.errors import UserError
 from ..core.types import UNIT_MODES, UnitMode
-from .layout import head_dim, kv_group_of, kv_group_size, present_kv_heads, to_keep_tensor
+from .layout import (
+    head_dim,
+    kv_group_of,
+    kv_group_size,
+    present_kv_heads,
+    to_keep_tensor,
+)
 
 
 def kv_groups(model) -> list[int]:

@@ -14,20 +14,28 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
-from ..core.files import atomic_directory
 from ..core.errors import UserError
+from ..core.files import atomic_directory
 from ..core.log import get_logger
 from ..core.paths import cache_dir
-from ..core.versions import library_versions
 from ..core.progress import Progress, TqdmProgress, sub
+from ..core.versions import library_versions
 from ..evaluation.loop import evaluate
 from ..recovery.train import train
 from ..sources.batches import make_batches
 from ..sources.data import data_fingerprint
 from ..sources.models import load_gguf
 from ..sources.tweets import TWEET_LABELS, load_tweets, tweets_path
-from .registry import (MINILM_RECIPE, PRESET_META, PRESETS, check_name, minilm_base_dir, preset_dir, preset_meta,
-                       smollm2_gguf_path)
+from .registry import (
+    MINILM_RECIPE,
+    PRESET_META,
+    PRESETS,
+    check_name,
+    minilm_base_dir,
+    preset_dir,
+    preset_meta,
+    smollm2_gguf_path,
+)
 
 log = get_logger(__name__)
 

@@ -37,7 +37,7 @@ def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
 
 
 def distillation_loss_fn(teacher: torch.nn.Module, *, task: str, temperature: float = 2.0, alpha: float = 0.5):
-    """A `loss_fn(model, batch)` for `headprune.train.train`: (1 − α)·task loss + α·T²·KL to `teacher`."""
+    """A `loss_fn(model, batch)` for `headprune.recovery.train.train`: (1 − α)·task loss + α·T²·KL to `teacher`."""
     if temperature <= 0:
         raise UserError(f"the distillation temperature must be > 0, got {temperature}", option="temperature")
     if not 0.0 <= alpha <= 1.0:

@@ -39,12 +39,30 @@ from torch import nn
 
 from ..core.errors import UserError
 from ..core.progress import Progress, report
-from ..core.types import RECOVERY_METHODS, RECOVERY_TARGETS, RecoveryMethod, RecoveryTarget
+from ..core.types import (
+    RECOVERY_METHODS,
+    RECOVERY_TARGETS,
+    RecoveryMethod,
+    RecoveryTarget,
+)
 from ..model.adapters import adapter_for, in_out_weight
 from ..model.forward import forward_backbone, model_device, real_tokens, to_device
-from ..model.intervene import capture_out_inputs, layer_plan, private_copy, project, replaced_projections, \
-    replay_attention
-from ..model.layout import head_dim, head_grid, is_pruned, num_heads, out_projections, to_keep_tensor
+from ..model.intervene import (
+    capture_out_inputs,
+    layer_plan,
+    private_copy,
+    project,
+    replaced_projections,
+    replay_attention,
+)
+from ..model.layout import (
+    head_dim,
+    head_grid,
+    is_pruned,
+    num_heads,
+    out_projections,
+    to_keep_tensor,
+)
 
 DEFAULT_DAMPING = {"scales": 1e-2, "weights": 1e-3}
 

@@ -17,11 +17,24 @@ from ..model.layout import to_keep_tensor
 from ..sources.batches import limit_examples
 from .ablation import ablation_statistic
 from .attention import attention_contributions
-from .cache import batches_fingerprint, cache_key, load_cached, model_fingerprint, store_cached
+from .cache import (
+    batches_fingerprint,
+    cache_key,
+    load_cached,
+    model_fingerprint,
+    store_cached,
+)
 from .gradient import gate_gradient_contributions
 from .norm import norm_contributions
-from .registry import ATTENTION_METRICS, GRADIENT_METRICS, METRICS, Contributions, check_metric, finish_scores, \
-    scored_heads
+from .registry import (
+    ATTENTION_METRICS,
+    GRADIENT_METRICS,
+    METRICS,
+    Contributions,
+    check_metric,
+    finish_scores,
+    scored_heads,
+)
 from .weights import magnitude_statistic, random_statistic
 
 

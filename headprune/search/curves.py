@@ -27,7 +27,7 @@ def _evaluator(model, batches, evaluator=None) -> LiveEvaluator:
 def prune_curve(model, batches, metric: str, fractions: Sequence[float], *, mode: CurveMode = "one-shot",
                 step: float = 0.1, scores: torch.Tensor | None = None, min_heads_per_layer: int = 1,
                 stop_below: float | None = None, evaluator=None, progress: Progress | None = None) -> pd.DataFrame:
-    """Accuracy and loss vs fraction of heads removed in the order of `metric` (`headprune.score.score_heads`).
+    """Accuracy and loss vs fraction of heads removed in the order of `metric` (`headprune.scoring.api.score_heads`).
 
     one-shot: score once (or use `scores`); iterative: follow `iterative_scores` with `step` (re-scoring under
     the mask after every `step` of the heads). `stop_below` (HF bertology's masking threshold): stop after the

@@ -18,9 +18,9 @@ def target_mask(model, scores: torch.Tensor, *, flops_ratio: float | None = None
                 repeats: int = 5, threads: int | None = None, progress: Progress | None = None) -> tuple[torch.Tensor, dict]:
     """Fewest heads removed in score order so that the pruned model reaches a target.
 
-    flops_ratio: analytic FLOPs per token (pruned / dense, `headprune.cost.flops_per_token` at `seq_len`)
+    flops_ratio: analytic FLOPs per token (pruned / dense, `headprune.evaluation.cost.flops_per_token` at `seq_len`)
     <= the ratio; a linear scan over n, exact and cheap. latency_ms: measured median latency of the
-    physically pruned model (`headprune.cost.measure`, batch_size × seq_len, `repeats` runs) <= the target;
+    physically pruned model (`headprune.evaluation.latency.measure`, batch_size × seq_len, `repeats` runs) <= the target;
     a coarse binary search over n (about log2(L·H) measurements, each noisy: treat the result as approximate).
     Raises ValueError when no mask reaches the target. info: heads_removed, flops_ratio, latency_ms (if timed).
     """

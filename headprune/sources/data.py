@@ -17,6 +17,7 @@ from .files import FILE_TYPES, HUB_NAME, file_has_split_column, read_hub, read_l
 from .splits import check_limit
 from .tweets import TWEET_LABELS, load_tweets
 
+
 def load_data(
     spec: str,
     *,

@@ -24,7 +24,9 @@ from ..evaluation.loop import evaluate
 from ..evaluation.metrics import Evaluation
 from ..evaluation.zeroshot import zero_shot_sentiment
 from ..model.schema import ScoreRecord
-from ..recovery.finetune import FinetuneReport, FinetuneSettings, recover as finetune_recover
+from ..model.surgery import prune
+from ..recovery.finetune import FinetuneReport, FinetuneSettings
+from ..recovery.finetune import recover as finetune_recover
 from ..recovery.lsq import Recovery, lsq_recover
 from ..scoring.agreement import bootstrap_ranks, compare_metrics
 from ..scoring.api import score_heads, score_many
@@ -34,7 +36,6 @@ from ..search.budget import BudgetResult, budget_mask
 from ..search.curves import prune_curve, random_baseline
 from ..search.iterative import iterative_scores
 from ..search.masks import least_important, removable_heads
-from ..model.surgery import prune
 from .export import ExportReport, prune_and_save, reproducibility_record
 from .workload import Workload, split_batches
 

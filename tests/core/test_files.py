@@ -15,8 +15,20 @@ import pytest
 
 from headprune.core import files
 from headprune.core.errors import OutputExistsError, UserError
-from headprune.core.files import (CHECKPOINTS, KINDS, MASK, ONNX, PRUNED_MODEL, SCORES, atomic_directory,
-                                  atomic_write_bytes, atomic_write_text, check_output, mark_output, recover_interrupted)
+from headprune.core.files import (
+    CHECKPOINTS,
+    KINDS,
+    MASK,
+    ONNX,
+    PRUNED_MODEL,
+    SCORES,
+    atomic_directory,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_output,
+    mark_output,
+    recover_interrupted,
+)
 
 KILLED, DONE, FAILED = 71, 72, 73
 
