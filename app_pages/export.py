@@ -9,7 +9,7 @@ import streamlit as st
 
 from app_pages import _ui as ui
 from headprune.core.errors import UserError
-from headprune.core.files import check_output
+from headprune.core.outputs import check_output
 from headprune.core.progress import format_seconds
 from headprune.model.schema import mask_from_dict, mask_to_dict
 from headprune.model.storage import save_pruned

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..core.distributed import is_main
-from ..core.files import check_output
+from ..core.outputs import check_output
 from ..core.progress import TqdmProgress
 from ..model.schema import read_mask
 from ..presets import PRESETS

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from ..core.errors import UserError
-from ..core.files import ONNX, check_output, temp_sibling
+from ..core.files import temp_sibling
+from ..core.outputs import ONNX, check_output
 from ..core.progress import Progress
 from ..evaluation.cost import flops_per_token
 from ..evaluation.latency import synthetic_batch

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from ..core.errors import UserError
-from ..core.files import MASKED_MODEL, PRUNED_MODEL, atomic_directory, atomic_write_text
+from ..core.files import atomic_directory, atomic_write_text
+from ..core.outputs import MASKED_MODEL, PRUNED_MODEL
 from .adapters import adapter_for, family_of, in_out_weight
 from .intervene import private_copy
 from .layout import (

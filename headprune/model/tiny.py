@@ -35,7 +35,7 @@ def tiny_config(family: str, *, num_labels: int = 3, initializer_range: float = 
     return transformers.AutoConfig.for_model(adapter.model_types[0], **kwargs)
 
 
-def tiny_model(family: str = "bert", task: str | None = None, *, seed: int = 0, **overrides):
+def tiny_model(family: str, task: str | None = None, *, seed: int = 0, **overrides):
     """A tiny random `family` model for `task` (default: classification for encoders, causal-lm for
     decoders), in eval mode, fp32, with the default attention implementation."""
     config = tiny_config(family, **overrides)

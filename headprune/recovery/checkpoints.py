@@ -16,13 +16,8 @@ from pathlib import Path
 import torch
 
 from ..core.errors import UserError
-from ..core.files import (
-    CHECKPOINTS,
-    atomic_directory,
-    atomic_write_bytes,
-    atomic_write_text,
-    mark_output,
-)
+from ..core.files import atomic_directory, atomic_write_bytes, atomic_write_text
+from ..core.outputs import CHECKPOINTS, mark_output
 from ..model.layout import kept_mask
 from ..model.storage import load_pruned, save_pruned
 

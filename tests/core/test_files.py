@@ -16,18 +16,20 @@ import pytest
 from headprune.core import files
 from headprune.core.errors import OutputExistsError, UserError
 from headprune.core.files import (
+    atomic_directory,
+    atomic_write_bytes,
+    atomic_write_text,
+    recover_interrupted,
+)
+from headprune.core.outputs import (
     CHECKPOINTS,
     KINDS,
     MASK,
     ONNX,
     PRUNED_MODEL,
     SCORES,
-    atomic_directory,
-    atomic_write_bytes,
-    atomic_write_text,
     check_output,
     mark_output,
-    recover_interrupted,
 )
 
 KILLED, DONE, FAILED = 71, 72, 73
@@ -558,5 +560,5 @@ def test_mark_output_writes_the_kinds_headprune_marks_itself(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"onnx")
     mark_output(tmp_path / "model.onnx", ONNX, {"heads_kept": 36})
     assert ONNX.record(tmp_path / "model.onnx") == {"heads_kept": 36, "schema": "headprune.onnx/1"}
-    with pytest.raises(files.InternalError):
+    with pytest.raises(InternalError):
         mark_output(tmp_path / "m", PRUNED_MODEL)
