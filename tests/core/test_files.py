@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from headprune.core import files
-from headprune.core.errors import OutputExistsError, UserError
+from headprune.core.errors import InternalError, OutputExistsError, UserError
 from headprune.core.files import (
     atomic_directory,
     atomic_write_bytes,
