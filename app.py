@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +22,11 @@ import streamlit as st  # noqa: E402
 import torch  # noqa: E402
 
 from app_pages import _ui as ui  # noqa: E402
+from headprune.core.errors import UserError  # noqa: E402
+from headprune.core.files import atomic_write_bytes  # noqa: E402
+from headprune.core.paths import cache_dir  # noqa: E402
 from headprune.core.progress import eta_text, format_seconds  # noqa: E402
+from headprune.core.roots import safe_upload_name  # noqa: E402
 from headprune.model import adapters, layout  # noqa: E402
 from headprune.presets import PRESETS, build_preset, preset_meta  # noqa: E402
 from headprune.workbench.ui_state import MaskHistory, app_settings, decode_mask  # noqa: E402
@@ -41,6 +44,7 @@ def _set_threads() -> int:
 
 _set_threads()
 SETTINGS = app_settings(sys.argv[1:])
+POLICY = ui.policy()
 OTHER_MODEL = "Hub id or folder…"
 DATA_KINDS = {"tweets": "Built-in tweets", "path": "File or Hub dataset", "upload": "Upload a file"}
 
@@ -70,12 +74,12 @@ def load(model_spec: str, data_spec: str, live_examples: int, data_options: dict
 
 
 def upload_to_file(upload) -> str:
-    """An uploaded CSV/JSON/Parquet file, saved where `headprune.sources.data.load_data` can read it."""
-    folder = Path(tempfile.gettempdir()) / "headprune-uploads"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"{abs(hash(upload.getvalue()))}-{Path(upload.name).name}"
+    """An uploaded CSV/JSON/Parquet file, saved (under a short safe name) in the cache's uploads folder, where
+    `headprune.sources.data.load_data` can read it."""
+    content = upload.getvalue()
+    path = cache_dir("uploads") / safe_upload_name(upload.name, content)
     if not path.exists():
-        path.write_bytes(upload.getvalue())
+        atomic_write_bytes(path, content)
     return str(path)
 
 
@@ -130,11 +134,22 @@ def sidebar() -> None:
                 spec = (model_spec.strip(), data_spec.strip(), int(live), options)
                 try:
                     if not spec[0] or not spec[1]:
-                        raise ValueError("choose a model and data first")
+                        raise UserError("choose a model and data first")
+                    # typed paths are confined in served mode; the server's own start-up choices and uploads
+                    # (saved by the app itself) are not typed paths
+                    model = spec[0] if spec[0] == current[0] else POLICY.source(spec[0], "model", builtin=PRESETS)
+                    data = spec[1] if kind == "upload" or spec[1] == current[1] else \
+                        POLICY.source(spec[1], "data", builtin={"tweets"})
+                    spec = (model, data, *spec[2:])
                     ss["workload"] = load(*spec)
                     ss["workload_spec"] = spec
                 except Exception as exc:  # any failure: say why, keep what was loaded
                     ui.error(f"Could not load {spec[0] or 'the model'} with {Path(spec[1]).name or 'that data'}", exc)
+        if POLICY.served:
+            roots = {"data": POLICY.data_root, "models": POLICY.models_root, "exports": POLICY.exports_root}
+            st.caption("Served to a class: typed paths are confined to "
+                       + "; ".join(f"{k} under `{v}`" if v else f"no typed {k} paths" for k, v in roots.items())
+                       + ". Uploads and built-in presets always work.")
         if "workload" in ss:
             describe(ss["workload"])
 

@@ -6,6 +6,7 @@ imports Streamlit). One `Workload` per (model, data, size) is shared by every br
 """
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any, Callable
 
@@ -15,10 +16,11 @@ import torch
 
 from headprune.core.errors import UserError
 from headprune.core.log import log_internal_error
+from headprune.core.roots import PathPolicy
 from headprune.scoring.registry import METRICS
 from headprune.workbench import Workbench, Workload, open_workload
 from headprune.workbench.jobs import Job
-from headprune.workbench.ui_state import MaskHistory, encode_mask
+from headprune.workbench.ui_state import MaskHistory, app_settings, encode_mask
 
 KEEP = "keep"  # the session's mask (L, H) bool tensor; a plain key, so it survives page switches
 KEEP_FOR = "keep_for"  # Workload.key the mask belongs to
@@ -38,6 +40,17 @@ def error(what: str, exc: BaseException) -> None:
     path = log_internal_error(exc, what)
     st.error(f"{what}: internal error (this is a bug): {type(exc).__name__}: {' '.join(str(exc).split())[:300]}. "
              f"The traceback is in {path}.", icon="🐞")
+
+
+# ------------------------------------------------------------------------------------------ served mode
+@st.cache_resource(show_spinner=False)
+def policy() -> PathPolicy:
+    """Where typed paths may point (`headprune.core.roots`): anywhere on localhost; in served mode (bound beyond
+    localhost, `-- --served` or HEADPRUNE_SERVED=1) only under the configured data, models and exports roots
+    (`-- --data-root DIR` ... or HEADPRUNE_DATA_ROOT ...)."""
+    settings = app_settings(sys.argv[1:])
+    return PathPolicy.from_env(address=st.get_option("server.address"), served=settings["served"],
+                               **settings["roots"])
 
 
 # --------------------------------------------------------------------------------------------- workload

@@ -49,9 +49,10 @@ def _record_json(workload_key: str, mask_code: str, after_items: tuple, latency_
 
 
 def output_target(path_text: str, *, replace: bool) -> Path:
-    """The folder to write, checked before any work (`headprune.core.files.check_output`)."""
-    protect = [Path(p) for p in (w.loaded.model_id, w.data_spec) if p and Path(p).exists()]
-    return check_output(path_text, "pruned-model", overwrite=replace, protect=protect)
+    """The folder to write, checked before any work: confined to the exports root when the dashboard is served
+    to a class (`headprune.core.roots`), then `headprune.core.outputs.check_output`."""
+    target = ui.policy().writable(path_text)
+    return check_output(target, "pruned-model", overwrite=replace, protect=[w.loaded.model_id, w.data_spec])
 
 
 # ------------------------------------------------------------------------------------------ mask JSON
@@ -95,7 +96,7 @@ st.caption("Heads are physically removed (smaller weights, faster); the folder r
            "`headprune.load_pruned` (Llama-family models that keep as many heads in every layer also load with plain "
            "`from_pretrained`). It is checked by reloading it and comparing its outputs with the masked (or recovered) "
            "model. An existing folder is never replaced unless it is an earlier headprune export and you say so.")
-default = str(Path.home() / "headprune-exports" / f"{name}-{kept}heads")
+default = f"{name}-{kept}heads" if ui.policy().served else str(Path.home() / "headprune-exports" / f"{name}-{kept}heads")
 folder = st.text_input("Folder", value=ss.get("export_folder_value", default), key="export_folder")
 ss["export_folder_value"] = folder
 replace = st.checkbox("Replace it if it is an earlier headprune export", key="export_replace")

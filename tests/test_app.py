@@ -254,3 +254,59 @@ def test_automatic_masks_and_recovery_buttons_on_the_prune_page(app):
     assert not app.error, [e.value for e in app.error]
     assert "least-squares recovered" in app.session_state["last_action"]
     assert any(m.label.endswith("after recovery (weights)") for m in app.metric)  # the search's own recovery
+
+
+@pytest.fixture
+def served(workspace, monkeypatch, tmp_path):
+    """The app served to a class: typed data paths under a data root, exports under an exports root."""
+    import shutil
+
+    from app_pages import _ui
+
+    model_dir, data = workspace
+    roots = {name: tmp_path / name for name in ("data", "exports")}
+    for root in roots.values():
+        root.mkdir()
+    shutil.copy(data, roots["data"] / "class.csv")
+    (tmp_path / "outside.csv").write_text(data.read_text())
+    for key, value in (("HEADPRUNE_MODEL", str(model_dir)), ("HEADPRUNE_DATA", str(data)),
+                       ("HEADPRUNE_LIVE_EXAMPLES", "64"), ("HEADPRUNE_CACHE", str(tmp_path / "cache")),
+                       ("HEADPRUNE_SERVED", "1"), ("HEADPRUNE_DATA_ROOT", str(roots["data"])),
+                       ("HEADPRUNE_EXPORTS_ROOT", str(roots["exports"]))):
+        monkeypatch.setenv(key, value)
+    _ui.policy.clear()  # one policy per server process: this test's server is served
+    yield AppTest.from_file(APP, default_timeout=TIMEOUT), roots
+    _ui.policy.clear()
+
+
+def _load_data(app, typed: str) -> None:
+    app.sidebar.radio[0].set_value("path").run()
+    next(t for t in app.sidebar.text_input if t.label == "Data file or Hub dataset").input(typed).run()
+    next(b for b in app.sidebar.button if b.label == "Load").click().run()
+    _no_exceptions(app)
+
+
+def test_served_mode_confines_typed_paths_to_the_roots(served, tmp_path):
+    app, roots = served
+    app.run()
+    assert any("Served to a class" in c.value for c in app.sidebar.caption)
+    for escape in (str(tmp_path / "outside.csv"), "../outside.csv", "/etc/os-release", "~/x.csv"):
+        _load_data(app, escape)
+        assert any("served to a class" in e.value for e in app.error), escape
+        assert not any("PRETTY_NAME" in e.value for e in app.error)  # no file's content quoted
+    (roots["data"] / "link.csv").symlink_to(tmp_path / "outside.csv")
+    _load_data(app, "link.csv")  # a symlink inside the root pointing outside
+    assert any("served to a class" in e.value for e in app.error)
+    _load_data(app, "class.csv")
+    assert not app.error, [e.value for e in app.error]
+    assert app.session_state["workload"].data_spec == str(roots["data"] / "class.csv")
+    app.switch_page("app_pages/export.py").run()
+    for bad in (str(tmp_path / "anywhere"), "../escape"):
+        app.text_input(key="export_folder").set_value(bad).run()
+        next(b for b in app.button if b.label == "Write the pruned model").click().run()
+        assert any("served to a class" in e.value for e in app.error), bad
+        assert not (tmp_path / "anywhere").exists() and not (tmp_path / "escape").exists()
+    app.text_input(key="export_folder").set_value("alice/m1").run()
+    next(b for b in app.button if b.label == "Write the pruned model").click().run()
+    _no_exceptions(app)
+    assert (roots["exports"] / "alice" / "m1" / "headprune_pruned.json").is_file(), [e.value for e in app.error]

@@ -116,12 +116,18 @@ class MaskHistory:
 # ----------------------------------------------------------------------------------------- app settings
 def app_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> dict:
     """Starting model, data and live-set size: `streamlit run app.py -- --model M --data D --live-examples N`,
-    else env HEADPRUNE_MODEL / HEADPRUNE_DATA / HEADPRUNE_LIVE_EXAMPLES, else minilm-tweets on the tweets."""
+    else env HEADPRUNE_MODEL / HEADPRUNE_DATA / HEADPRUNE_LIVE_EXAMPLES, else minilm-tweets on the tweets; and
+    served mode (`--served` / `--local`, `--data-root`, `--models-root`, `--exports-root`; None: from the
+    environment and the server address, see `headprune.core.roots.PathPolicy.from_env`)."""
     environ = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(prog="app.py", add_help=False)
     parser.add_argument("--model", default=environ.get("HEADPRUNE_MODEL") or "minilm-tweets")
     parser.add_argument("--data", default=environ.get("HEADPRUNE_DATA") or "tweets")
     parser.add_argument("--live-examples", type=int, default=None)
+    parser.add_argument("--served", dest="served", action="store_const", const=True, default=None)
+    parser.add_argument("--local", dest="served", action="store_const", const=False)
+    for root in ("data", "models", "exports"):
+        parser.add_argument(f"--{root}-root", default=None)
     args, _ = parser.parse_known_args(list(argv or []))
     live = args.live_examples
     if live is None:
@@ -132,4 +138,5 @@ def app_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
             raise UserError(f"HEADPRUNE_LIVE_EXAMPLES must be a whole number, got {text!r}") from None
     if live < 1:
         raise UserError(f"the live evaluation set needs at least 1 example, got {live}")
-    return {"model": args.model, "data": args.data, "live_examples": live}
+    return {"model": args.model, "data": args.data, "live_examples": live, "served": args.served,
+            "roots": {"data_root": args.data_root, "models_root": args.models_root, "exports_root": args.exports_root}}
