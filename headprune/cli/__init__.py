@@ -26,11 +26,18 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (evaluate.COMMAND, score.COMM
 FLAGS = {"max_drop": "--budget", "zero_shot": "--zero-shot", "trust_remote_code": "--trust-remote-code"}
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line, `headprune: error: <what> (see headprune COMMAND --help)`, exit 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"headprune: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="headprune", description="Find, test and remove redundant attention heads in Transformer models.")
     parser.add_argument("--verbose", "-v", action="store_true", help="show library warnings")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for command in COMMANDS.values():
         command.build(sub.add_parser(command.name, help=command.help, description=command.help))
     return parser
