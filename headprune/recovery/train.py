@@ -81,6 +81,7 @@ class _Loop:
         self.order_gen = torch.Generator().manual_seed(seed)
         self.losses: list[float] = []
         self.step = self.start_step = 0
+        self.updating = False
 
     def resume(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -135,6 +136,51 @@ class _Loop:
         return step_loss
 
 
+    def checkpoint(self, on_checkpoint) -> None:
+        """Hand the state to `on_checkpoint` on the main process (collective when W > 1: every process joins)."""
+        snapshot = self.state()
+        if on_checkpoint is not None and (self.accelerator is None or self.accelerator.is_main_process):
+            on_checkpoint(snapshot)
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
+
+    def step_once(self, order: list[int], i: int, loss_fn: LossFn, max_grad_norm: float | None) -> None:
+        """One optimizer step; `updating` marks the stretch a Ctrl-C would leave inconsistent."""
+        step_loss = self.backward_batches(order, i, loss_fn)
+        if max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_grad_norm)
+        self.updating = True
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.updating = False
+        if self.world > 1:
+            step_loss = self.accelerator.reduce(step_loss, "mean")
+        self.losses.append(float(step_loss))
+
+    def run(self, loss_fn: LossFn, *, max_grad_norm, should_stop, checkpoint_every, on_checkpoint, progress,
+            start: float) -> bool:
+        """Every remaining step, epoch by epoch; returns whether `should_stop` ended it early."""
+        for epoch in range(self.epochs):
+            order = self.epoch_order()
+            for i in range(self.steps_per_epoch):
+                if epoch * self.steps_per_epoch + i < self.step:
+                    continue
+                if self.step >= self.total:
+                    break
+                if should_stop is not None and self.any_process(bool(should_stop())):
+                    self.checkpoint(on_checkpoint)
+                    return True
+                self.step_once(order, i, loss_fn, max_grad_norm)
+                if checkpoint_every and self.step % checkpoint_every == 0 and self.step < self.total:
+                    self.checkpoint(on_checkpoint)
+                _report_step(progress, self, epoch, start)
+            if self.step >= self.total:
+                break
+        return False
+
+
 def train(model: torch.nn.Module, batches, *, epochs: int = 1, lr: float = 5e-5, weight_decay: float = 0.01,
           warmup_frac: float = 0.06, max_grad_norm: float | None = 1.0, seed: int = 0, shuffle: bool = True,
           progress: Progress | None = None, loss_fn: LossFn | None = None, max_steps: int | None = None,
@@ -165,57 +211,21 @@ def train(model: torch.nn.Module, batches, *, epochs: int = 1, lr: float = 5e-5,
     """
     batches = list(batches)
     _check(batches, epochs, max_steps, grad_accum)
-    loss_fn = loss_fn or default_loss
     loop = _Loop(model, batches, epochs=epochs, lr=lr, weight_decay=weight_decay, warmup_frac=warmup_frac,
                  seed=seed, shuffle=shuffle, max_steps=max_steps, grad_accum=grad_accum, accelerator=accelerator)
     if resume is not None:
         loop.resume(resume)
-
-    def checkpoint() -> None:
-        snapshot = loop.state()  # collective when W > 1: every process takes part
-        if on_checkpoint is not None and (accelerator is None or accelerator.is_main_process):
-            on_checkpoint(snapshot)
-        if accelerator is not None:
-            accelerator.wait_for_everyone()
-
-    stopped = updating = False
-    start = time.perf_counter()
     device = loop.device
+    start = time.perf_counter()
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         loop.restore_rng(resume)
         loop.runner.train()
         try:
-            for epoch in range(loop.epochs):
-                order = loop.epoch_order()
-                for i in range(loop.steps_per_epoch):
-                    if epoch * loop.steps_per_epoch + i < loop.step:
-                        continue
-                    if loop.step >= loop.total:
-                        break
-                    if should_stop is not None and loop.any_process(bool(should_stop())):
-                        stopped = True
-                        break
-                    step_loss = loop.backward_batches(order, i, loss_fn)
-                    if max_grad_norm:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-                    updating = True  # a Ctrl-C from here until `updating = False` leaves no consistent state
-                    loop.optimizer.step()
-                    loop.scheduler.step()
-                    loop.optimizer.zero_grad(set_to_none=True)
-                    loop.step += 1
-                    updating = False
-                    if loop.world > 1:
-                        step_loss = accelerator.reduce(step_loss, "mean")
-                    loop.losses.append(float(step_loss))
-                    if checkpoint_every and loop.step % checkpoint_every == 0 and loop.step < loop.total:
-                        checkpoint()
-                    _report_step(progress, loop, epoch, start)
-                if stopped or loop.step >= loop.total:
-                    break
-            if stopped:
-                checkpoint()
+            stopped = loop.run(loss_fn or default_loss, max_grad_norm=max_grad_norm, should_stop=should_stop,
+                               checkpoint_every=checkpoint_every, on_checkpoint=on_checkpoint,
+                               progress=progress, start=start)
         except KeyboardInterrupt:
-            if not updating and loop.world == 1 and on_checkpoint is not None:
+            if not loop.updating and loop.world == 1 and on_checkpoint is not None:
                 loop.optimizer.zero_grad(set_to_none=True)
                 on_checkpoint(loop.state())
             raise
