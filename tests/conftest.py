@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random models of every supported family, built in-process (no network)."""
+"""Shared fixtures: offline settings, a seeded random state per test, one thread where timing-free tests run faster."""
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -7,6 +7,12 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same random state (tiny models and batches are seeded too)."""
+    torch.manual_seed(0)
 
 
 @pytest.fixture
