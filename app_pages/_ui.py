@@ -6,6 +6,7 @@ imports Streamlit). One `Workload` per (model, data, size) is shared by every br
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Any, Callable
@@ -105,6 +106,18 @@ def sync_url() -> None:
     code = encode_mask(st.session_state[KEEP])
     if st.query_params.get("mask") != code:
         st.query_params["mask"] = code
+
+
+def new_json_upload(upload, key: str):
+    """The JSON object of a file just uploaded (None when there is none, or it was handled already: an
+    uploader keeps reporting its file on every rerun); `UserError` when it is not JSON."""
+    if upload is None or st.session_state.get(key) == upload.file_id:
+        return None
+    st.session_state[key] = upload.file_id
+    try:
+        return json.loads(upload.getvalue().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{upload.name} is not valid JSON ({exc})") from None
 
 
 def quality_key(result) -> tuple[str, str]:

@@ -8,7 +8,6 @@ from pathlib import Path
 import streamlit as st
 
 from app_pages import _ui as ui
-from headprune.core.errors import UserError
 from headprune.core.outputs import check_output
 from headprune.core.progress import format_seconds
 from headprune.model.schema import mask_from_dict, mask_to_dict
@@ -77,18 +76,14 @@ with right:
 
 st.markdown("Re-open it from the command line with `headprune eval --model … --mask FILE`, or load it here:")
 upload = st.file_uploader("Load a mask JSON", type=["json"], key="mask_upload")
-if upload is not None and ss.get("mask_upload_done") != upload.file_id:
-    ss["mask_upload_done"] = upload.file_id
-    try:
-        try:
-            record = json.loads(upload.getvalue().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UserError(f"not valid JSON ({exc})") from None
+try:
+    record = ui.new_json_upload(upload, "mask_upload_done")
+    if record is not None:
         ui.set_keep(mask_from_dict(record, model, model_id=w.loaded.model_id))
         st.success(f"Loaded {upload.name}: {int(ui.keep().sum())} heads kept.")
         st.rerun()
-    except Exception as exc:
-        ui.error(f"{upload.name} was not applied", exc)
+except Exception as exc:
+    ui.error(f"{upload.name} was not applied", exc)
 
 # ------------------------------------------------------------------------------------------ pruned model folder
 st.subheader("2 · Pruned model folder")

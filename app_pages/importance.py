@@ -1,14 +1,11 @@
 """Importance: which heads matter, by several metrics; how far the metrics agree; what a head attends to."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import streamlit as st
 import torch
 
 from app_pages import _ui as ui
-from headprune.core.errors import UserError
 from headprune.figures import (
     attention_figure,
     attention_mean_explainer_figure,
@@ -66,18 +63,14 @@ if intervals:
 
 with st.expander("Open a scores file written by `headprune score --out`"):
     upload = st.file_uploader("scores JSON", type=["json"], key="scores_upload")
-    if upload is not None and ss.get("scores_upload_done") != upload.file_id:
-        ss["scores_upload_done"] = upload.file_id
-        try:
-            try:
-                obj = json.loads(upload.getvalue().decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise UserError(f"not valid JSON ({exc})") from None
+    try:
+        obj = ui.new_json_upload(upload, "scores_upload_done")
+        if obj is not None:
             record = bench.adopt_scores(scores_from_dict(obj, model, model_id=w.loaded.model_id))
             st.success(f"Opened {upload.name}: {record.metric} scores ({record.data.get('n', '?')} examples of "
                        f"{record.data.get('data', '?')}). Pick `{record.metric}` above to see them.")
-        except Exception as exc:
-            ui.error(f"{upload.name} was not opened", exc)
+    except Exception as exc:
+        ui.error(f"{upload.name} was not opened", exc)
 
 
 # ------------------------------------------------------------------------------------------ heatmap

@@ -29,25 +29,24 @@ class Command:
 
 
 # ------------------------------------------------------------------------------------------ argument types
-def positive_int(text: str) -> int:
+def _whole_at_least(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number ≥ 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected a number ≥ {minimum}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """A whole number ≥ 1."""
+    return _whole_at_least(text, 1)
 
 
 def whole(text: str) -> int:
     """A whole number ≥ 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {value}")
-    return value
+    return _whole_at_least(text, 0)
 
 
 def finite(text: str) -> float:

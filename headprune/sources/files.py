@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.errors import UserError
-from .splits import SPLIT_ALIASES, pick_split
+from .splits import pick_split
 
 FILE_TYPES = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
               ".parquet": "parquet", ".pq": "parquet"}
@@ -117,19 +117,6 @@ def _read_saved_dataset(path: Path, split: str) -> pd.DataFrame:
     if isinstance(ds, datasets.DatasetDict):
         ds = ds[pick_split(list(ds.keys()), split, str(path))]
     return ds.to_pandas()
-
-
-def _pick_split(available: list[str], split: str, origin: str) -> str:
-    """The available split matching `split` or one of its aliases."""
-    wanted = str(split).strip().lower()
-    canonical = SPLIT_ALIASES.get(wanted, wanted)
-    for name in available:
-        if name.lower() == wanted:
-            return name
-    for name in available:
-        if SPLIT_ALIASES.get(name.lower()) == canonical:
-            return name
-    raise UserError(f"{origin} has no split {split!r}; splits found: {', '.join(available)}")
 
 
 def read_hub(name: str, config_name: str | None, split: str) -> pd.DataFrame:
