@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.errors import UserError
+from ..evaluation.loop import evaluate
 from ..model import adapters, layout
 from ..model.layout import kept_mask
 from ..model.surgery import config_rejects_counts
@@ -263,8 +264,6 @@ def round_to_uniform(keep, scores, model, *, heads_per_layer: int | None = None,
     rounded = out[:, :, None].expand(layers, groups, size).reshape(layers, heads).clone()
     metrics_before = metrics_after = None
     if batches is not None:
-        from ..evaluation.loop import evaluate
-
         metrics_before, metrics_after = evaluate(model, batches, keep), evaluate(model, batches, rounded)
     finite = torch.nan_to_num(scores, neginf=0.0)
     return UniformMask(rounded, count, count // size, int(keep.sum()), _pairs(rounded & ~keep), _pairs(keep & ~rounded),

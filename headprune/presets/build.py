@@ -24,7 +24,7 @@ from ..evaluation.loop import evaluate
 from ..recovery.train import train
 from ..sources.batches import make_batches
 from ..sources.data import data_fingerprint
-from ..sources.models import load_gguf
+from ..sources.models import load_gguf, load_pretrained
 from ..sources.tweets import TWEET_LABELS, load_tweets, tweets_path
 from .registry import (
     MINILM_RECIPE,
@@ -166,8 +166,6 @@ def _build_smollm2(target: Path, recipe: dict, progress: Progress) -> None:
 
 def load_preset(name: str, *, progress: Progress | None = None):
     """Load a preset as a `LoadedModel`, building it on first use (see `build_preset`)."""
-    from ..sources.models import load_pretrained
-
     check_name(name)
     folder = preset_dir(name)
     # minilm-tweets: any finished build will do (tests build small ones); smollm2-135m: rebuilt if the GGUF changed

@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import pandas as pd
 import torch
 
 from ..core.errors import UserError
@@ -36,6 +37,8 @@ from ..search.budget import BudgetResult, budget_mask
 from ..search.curves import prune_curve, random_baseline
 from ..search.iterative import iterative_scores
 from ..search.masks import least_important, removable_heads
+from ..sources.batches import make_batches
+from ..sources.tokens import display_tokens
 from .export import ExportReport, prune_and_save, reproducibility_record
 from .workload import Workload, split_batches
 
@@ -107,8 +110,6 @@ class Workbench:
             return w.store.put("other-examples", key, (w.batches, f"the live examples themselves (the data has no "
                                                                   f"others; optimistic {purpose})"))
         rest = rest.sample(n=min(limit, len(rest)), random_state=w.settings["seed"]).reset_index(drop=True)
-        from ..sources.batches import make_batches
-
         batches = make_batches(w.loaded.tokenizer, rest, w.loaded.task, batch_size=w.settings["batch_size"],
                                max_length=w.settings["max_length"], seed=w.settings["seed"])
         where = f"{split} examples" if split else "other examples of the same file"
@@ -170,9 +171,6 @@ class Workbench:
 
     def attention_pattern(self, example_index: int, layer: int, head: int) -> tuple[Any, list[str]]:
         """One head's attention map on one of the workload's examples: (weights (T, T), token texts)."""
-        from ..sources.batches import make_batches
-        from ..sources.tokens import display_tokens
-
         w = self.workload
         one = make_batches(w.loaded.tokenizer, w.df.iloc[[example_index]].reset_index(drop=True), w.loaded.task,
                            batch_size=1, max_length=int(w.settings.get("max_length", 128)))[0]
@@ -226,8 +224,6 @@ class Workbench:
         """Pruning curves of every (metric, mode) and the random-order baseline, sharing one live evaluator:
         {"curves": DataFrame, "baseline": DataFrame or None}. Shared by every session; `only_stored`: None
         unless some session computed them already."""
-        import pandas as pd
-
         key = (tuple(metrics), tuple(modes), tuple(fractions), step, seeds, stop_below)
         found = self.workload.store.get("curves", key)
         if found is not None or only_stored:
