@@ -19,6 +19,7 @@ from ..core.progress import Progress, parts, sub
 from ..core.records import Record
 from ..core.types import LATENCY_RUNTIMES, CurveMode, LatencyRuntime, RecoveryMethod, RecoveryTarget, UnitMode
 from ..deploy import LatencySettings, LoadsIn, OnnxExport, export_onnx, loads_in, measure_onnx, round_to_uniform
+from ..deploy.latency import RUNTIMES
 from ..evaluation.latency import measure
 from ..evaluation.live import LiveEvaluator
 from ..evaluation.loop import evaluate
@@ -299,7 +300,7 @@ class Workbench:
         if runtime == "both":
             return {name: self.measure(keep, batch_size=batch_size, seq_len=seq_len, repeats=repeats, threads=threads,
                                        runtime=name, progress=part)
-                    for name, part in zip(("torch", "onnxruntime"), parts(progress, 2))}
+                    for name, part in zip(RUNTIMES, parts(progress, len(RUNTIMES)))}
         if runtime == "onnxruntime":
             settings = LatencySettings(batch_size, seq_len, repeats, threads=threads)
             return measure_onnx(self.model, keep, settings, progress=progress).flat()
