@@ -7,6 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from app_pages import _deploy as deploy
 from app_pages import _ui as ui
 from headprune.core.outputs import check_output
 from headprune.core.progress import format_seconds
@@ -26,6 +27,7 @@ TRAIN_EXAMPLES_MAX = 50000
 st.title("Export")
 kept = int(keep.sum())
 st.caption(f"Current mask: {kept} of {L * H} heads kept. Everything below uses it.")
+deploy.loads_in_panel(keep, key="export")
 
 try:
     after = bench.exact(keep)
@@ -167,3 +169,7 @@ if snap["status"] == "done" and snap["result"]:
                 st.success(f"Saved {path}")
             except Exception as exc:
                 ui.error("Could not save the fine-tuned model", exc)
+
+# ------------------------------------------------------------------------------------------ ONNX
+st.subheader("4 · ONNX file for ONNX Runtime")
+deploy.onnx_section(keep, default_path=default + ".onnx")

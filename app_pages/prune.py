@@ -5,12 +5,13 @@ import numpy as np
 import streamlit as st
 import torch
 
+from app_pages import _deploy as deploy
 from app_pages import _ui as ui
 from headprune.evaluation.cost import flops_per_token, params_after
-from headprune.figures import cost_bars_figure, head_grid_figure
+from headprune.figures import head_grid_figure
 from headprune.model import layout
 from headprune.model.units import kv_cache_bytes_per_token
-from headprune.workbench.ui_state import encode_mask, toggle_selection
+from headprune.workbench.ui_state import toggle_selection
 
 RECOVERY_LABELS = {"weights": "refit the kept heads' output projection", "scales": "rescale each kept head"}
 JUDGE_EXAMPLES = 1024  # held-out examples a budget search is judged on (apart from the live set and calibration)
@@ -114,31 +115,9 @@ def cost_panel(keep_mask: torch.Tensor, columns) -> None:
 
 
 def latency_panel(keep_mask: torch.Tensor) -> None:
-    st.subheader("Measured latency")
-    measured = ss.setdefault("measured", {})
-    code = encode_mask(keep_mask)
-    c1, c2, c3 = st.columns([1, 1, 2])
-    batch_size = c1.number_input("batch", 1, 256, 8, key="lat_batch")
-    seq_len = c2.number_input("tokens", 8, 2048, 128, step=8, key="lat_seq")
-    if c3.button("Measure latency (dense vs this mask, physically pruned)", key="measure"):
-        try:
-            with st.spinner("timing dense and pruned forward passes…"):
-                measured[code] = bench.measure(keep_mask, batch_size=int(batch_size), seq_len=int(seq_len), repeats=10)
-        except Exception as exc:
-            ui.error("Could not measure latency", exc)
-    result = measured.get(code)
-    if result is None:
-        st.caption("Not measured for this mask yet." + (" (Earlier masks were.)" if measured else ""))
-        return
-    d, p = result["dense"], result["pruned"]
-    st.markdown(f"**dense** {d['latency_ms_median']:.1f} ms (p10–p90 {d['latency_ms_p10']:.1f}–{d['latency_ms_p90']:.1f}) · "
-                f"**pruned** {p['latency_ms_median']:.1f} ms (p10–p90 {p['latency_ms_p10']:.1f}–{p['latency_ms_p90']:.1f}) · "
-                f"**speed-up** {result.get('speedup', d['latency_ms_median'] / p['latency_ms_median']):.2f}×")
-    if result.get("warning"):
-        st.warning(result["warning"])
-    fig = cost_bars_figure({"params": d["params"], "flops_per_token": d["flops_per_token"], "latency_ms": d["latency_ms_median"]},
-                           {"params": p["params"], "flops_per_token": p["flops_per_token"], "latency_ms": p["latency_ms_median"]})
-    st.plotly_chart(fig, key="cost_bars")
+    """The mask's deploy view (app_pages/_deploy.py): where its pruned model loads, then its measured latency."""
+    deploy.loads_in_panel(keep_mask, key="prune")
+    deploy.latency_panel(keep_mask)
 
 
 # ------------------------------------------------------------------------------------------ toggling area

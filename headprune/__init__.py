@@ -1,7 +1,7 @@
 """headprune: find, test and remove redundant attention heads in Transformer models.
 
 The stages, in the order data flows (each a subpackage; lower ones never import higher ones):
-core → model → sources → evaluation → scoring | recovery → search | presets → workbench → cli,
+core → model → sources → evaluation → scoring | recovery → search | presets | deploy → workbench → cli,
 plus `figures` (pure plotly builders). The public API is re-exported here, imported on first use (PEP 562),
 so `import headprune` stays quick.
 """
@@ -39,6 +39,9 @@ _LAZY = {
     "least_important": "search.masks", "iterative_scores": "search.iterative", "prune_curve": "search.curves",
     "random_baseline": "search.curves", "budget_mask": "search.budget", "target_mask": "search.target",
     "lsq_recover": "recovery.lsq", "Recovery": "recovery.lsq", "FinetuneSettings": "recovery.finetune",
+    # deploy: ONNX Runtime, runtime-safe shapes
+    "export_onnx": "deploy.export", "compare_runtimes": "deploy.latency", "loads_in": "deploy.shapes",
+    "round_to_uniform": "deploy.shapes",
     # the shared engine object
     "Workbench": "workbench", "open_workload": "workbench",
 }

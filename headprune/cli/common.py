@@ -8,11 +8,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..core.distributed import is_main
+from ..core.log import get_logger
 from ..core.outputs import check_output
 from ..core.progress import TqdmProgress
 from ..model.schema import read_mask
 from ..presets import PRESETS
 from ..workbench import Workbench, open_workload
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,18 @@ def open_bench(args: argparse.Namespace, *, split: str | None = None, limit: int
                                  data_options={k: v for k, v in data_options(args).items() if v is not None},
                                  trust_remote_code=args.trust_remote_code, progress=bar)
     return Workbench(workload)
+
+
+def calibration_batches(args: argparse.Namespace, bench) -> tuple[list | None, str | None]:
+    """Calibration batches for --recover: --calib-split, else train where the data has it, else the judging data."""
+    if args.recover is None:
+        return None, None
+    split = args.calib_split or ("train" if bench.workload.split is not None else None)
+    if split is None:
+        log.warning("the data is one file without splits: least squares calibrates on the same examples it is "
+                    "judged on (optimistic); give the file a 'split' column to keep them apart")
+        return bench.workload.batches, bench.workload.split
+    return bench.split_batches(split, limit=args.limit)[1], split
 
 
 def read_keep(path: str, bench: Workbench):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from ..core.errors import UserError
-from ..core.log import get_logger
 from ..model.schema import mask_to_dict, write_mask
 from ..scoring.registry import check_metric
 from ..search.masks import check_min_heads
@@ -14,14 +13,13 @@ from .common import (
     add_model_args,
     add_output_args,
     add_overwrite_arg,
+    calibration_batches,
     finite,
     open_bench,
     progress_bar,
     read_keep,
     whole,
 )
-
-log = get_logger(__name__)
 
 
 def build(parser: argparse.ArgumentParser) -> None:
@@ -90,18 +88,6 @@ def _check(args: argparse.Namespace) -> None:
         check_metric(args.metric)
 
 
-def _calibration(args: argparse.Namespace, bench) -> tuple[list | None, str | None]:
-    """Calibration batches for --recover: --calib-split, else train where the data has it, else the judging data."""
-    if args.recover is None:
-        return None, None
-    split = args.calib_split or ("train" if bench.workload.split is not None else None)
-    if split is None:
-        log.warning("the data is one file without splits: least squares calibrates on the same examples it is "
-                    "judged on (optimistic); give the file a 'split' column to keep them apart")
-        return bench.workload.batches, bench.workload.split
-    return bench.split_batches(split, limit=args.limit)[1], split
-
-
 def _choose(args: argparse.Namespace, bench, calib) -> tuple:
     """(keep, budget result or None)."""
     layers, heads = bench.shape
@@ -124,7 +110,7 @@ def _choose(args: argparse.Namespace, bench, calib) -> tuple:
 def run(args: argparse.Namespace) -> dict:
     _check(args)
     bench = open_bench(args)
-    calib, calib_split = _calibration(args, bench)
+    calib, calib_split = calibration_batches(args, bench)
     keep, search = _choose(args, bench, calib)
     recovery = search.recovery if search is not None else None
     if args.recover and recovery is None and not bool(keep.all()):

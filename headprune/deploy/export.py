@@ -32,7 +32,7 @@ from ..core.files import temp_sibling
 from ..core.outputs import ONNX, check_output
 from ..core.progress import Progress
 from ..evaluation.cost import flops_per_token
-from ..evaluation.latency import synthetic_batch
+from ..evaluation.latency import check_seq_len, synthetic_batch
 from ..model import adapters, layout
 from ..model.intervene import private_copy
 from ..model.layout import kept_mask
@@ -161,6 +161,9 @@ def export_onnx(model, path: str | Path, keep=None, *, recovery=None, batches: l
     say = progress or (lambda fraction, message: None)
     path = Path(path).expanduser()
     _check_target(path, overwrite)
+    if latency is not None:  # impossible settings fail here, not after the export
+        latency = latency.checked()
+        check_seq_len(model, latency.seq_len)
     if recovery is not None:
         keep = recovery.keep if keep is None else layout.to_keep_tensor(keep, model)
         if not torch.equal(recovery.keep, keep):

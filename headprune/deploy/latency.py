@@ -82,6 +82,16 @@ class RuntimeLatency:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def flat(self) -> dict:
+        """The layout of `headprune.evaluation.latency.measure`'s dict (dense/pruned sides, ratios, warning,
+        settings at the top level), with `runtime` added, so one renderer shows either runtime."""
+        s = self.settings
+        return {"runtime": self.runtime, "dense": asdict(self.dense), "pruned": asdict(self.pruned),
+                "time_ratio": self.time_ratio, "time_ratio_paired": self.time_ratio_paired,
+                "flop_ratio": self.flop_ratio, "speedup": self.speedup, "warning": self.warning,
+                "batch_size": s.batch_size, "seq_len": s.seq_len, "repeats": s.repeats, "warmup": s.warmup,
+                "threads": s.threads}
+
 
 def _side(times: list[float], params: int, flops: int) -> Side:
     q = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else [times[0]] * 9

@@ -1,4 +1,5 @@
-"""Measured latency of the physically pruned model vs the dense one (PyTorch), interleaved and warmed up."""
+"""Measured latency of the physically pruned model vs the dense one (PyTorch), interleaved and warmed up.
+ONNX Runtime, and both side by side: `headprune.deploy.measure_onnx`, `headprune.compare_runtimes`."""
 from __future__ import annotations
 
 import statistics
@@ -16,14 +17,19 @@ from ..model.units import kv_cache_bytes_per_token
 from .cost import flops_per_token
 
 
-def synthetic_batch(model, batch_size: int, seq_len: int, *, seed: int = 0, device=None) -> dict:
-    """Valid inputs for timing: token ids drawn from the vocabulary (ids >= 3, clear of the usual specials)
-    and a full attention mask, (B, T) each."""
-    vocab = int(model.config.vocab_size)
+def check_seq_len(model, seq_len: int) -> None:
+    """`UserError` when `model` cannot read `seq_len` tokens (more than its position embeddings)."""
     positions = max_positions(model)
     if positions and seq_len > positions:
         raise UserError(f"seq_len {seq_len} exceeds the model's {positions} positions; choose a smaller seq_len",
                         option="seq_len")
+
+
+def synthetic_batch(model, batch_size: int, seq_len: int, *, seed: int = 0, device=None) -> dict:
+    """Valid inputs for timing: token ids drawn from the vocabulary (ids >= 3, clear of the usual specials)
+    and a full attention mask, (B, T) each."""
+    vocab = int(model.config.vocab_size)
+    check_seq_len(model, seq_len)
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(min(3, vocab - 1), vocab, (batch_size, seq_len), generator=gen)  # (B, T)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}

@@ -18,7 +18,24 @@ import torch
 from ..core.errors import UserError
 from ..core.progress import Progress, parts, sub
 from ..core.records import Record
-from ..core.types import CurveMode, RecoveryMethod, RecoveryTarget, UnitMode
+from ..core.types import (
+    LATENCY_RUNTIMES,
+    CurveMode,
+    LatencyRuntime,
+    RecoveryMethod,
+    RecoveryTarget,
+    UnitMode,
+)
+from ..deploy import (
+    LatencySettings,
+    LoadsIn,
+    OnnxExport,
+    export_onnx,
+    loads_in,
+    measure_onnx,
+    round_to_uniform,
+)
+from ..deploy.latency import RUNTIMES
 from ..evaluation.latency import measure
 from ..evaluation.live import LiveEvaluator
 from ..evaluation.loop import evaluate
@@ -39,6 +56,7 @@ from ..search.iterative import iterative_scores
 from ..search.masks import least_important, removable_heads
 from ..sources.batches import make_batches
 from ..sources.tokens import display_tokens
+from .deploy import RuntimeSafeMask, parity_batches, runtime_safe_blocker
 from .export import ExportReport, prune_and_save, reproducibility_record
 from .workload import Workload, split_batches
 
@@ -283,10 +301,52 @@ class Workbench:
         with self._live_lock:
             return self.live.estimate(keep, around="dense")["loss"]
 
-    def measure(self, keep, *, batch_size: int = 8, seq_len: int = 128, repeats: int = 10,
-                progress: Progress | None = None) -> dict:
-        """Measured latency, dense vs physically pruned (`measure`)."""
-        return measure(self.model, keep, batch_size=batch_size, seq_len=seq_len, repeats=repeats, progress=progress)
+    def measure(self, keep, *, batch_size: int = 8, seq_len: int = 128, repeats: int = 10, threads: int | None = None,
+                runtime: LatencyRuntime = "torch", progress: Progress | None = None) -> dict:
+        """Measured latency, dense vs physically pruned, B = batch_size x T = seq_len tokens per pass, same threads.
+
+        runtime "torch": `headprune.measure`'s dict; "onnxruntime": the same layout for ONNX Runtime (both models
+        exported first; no KV cache; `RuntimeLatency.flat`); "both": {"torch": ..., "onnxruntime": ...}.
+        """
+        if runtime == "both":
+            return {name: self.measure(keep, batch_size=batch_size, seq_len=seq_len, repeats=repeats, threads=threads,
+                                       runtime=name, progress=part)
+                    for name, part in zip(RUNTIMES, parts(progress, len(RUNTIMES)))}
+        if runtime == "onnxruntime":
+            settings = LatencySettings(batch_size, seq_len, repeats, threads=threads)
+            return measure_onnx(self.model, keep, settings, progress=progress).flat()
+        if runtime != "torch":
+            raise UserError(f"unknown runtime {runtime!r}; choose one of {', '.join(LATENCY_RUNTIMES)}", option="runtime")
+        return measure(self.model, keep, batch_size=batch_size, seq_len=seq_len, repeats=repeats, threads=threads,
+                       progress=progress)
+
+    # ------------------------------------------------------------------------------------------ deploy
+    def loads_in(self, keep) -> LoadsIn:
+        """Where the model pruned by `keep` loads, one verdict per runtime with its reason (`loads_in`)."""
+        return loads_in(self.model, keep)
+
+    def runtime_safe_blocker(self, keep) -> str | None:
+        """Why no mask near `keep` loads in every runtime; None when `runtime_safe` makes one."""
+        return runtime_safe_blocker(self.model, keep)
+
+    def runtime_safe(self, keep, *, metric: str = "gradient", progress: Progress | None = None) -> RuntimeSafeMask:
+        """The nearest mask to `keep` that loads in every runtime (`round_to_uniform` by this workload's `metric`
+        scores), with the exact metrics of both masks (`exact`): the accuracy cost. `UserError` when there is none."""
+        blocker = self.runtime_safe_blocker(keep)
+        if blocker is not None:
+            raise UserError(f"no mask near this one loads in every runtime: {blocker}")
+        uniform = round_to_uniform(keep, self.score(metric, progress=progress).scores, self.model)
+        return RuntimeSafeMask(uniform, metric, self.exact(keep), self.exact(uniform.keep))
+
+    def export_onnx(self, keep, path, *, recovery: Recovery | None = None, overwrite: bool = False,
+                    latency: LatencySettings | None = None, progress: Progress | None = None) -> OnnxExport:
+        """The model pruned by `keep` (with `recovery` baked in) as an ONNX file at `path` (the caller checks it
+        first), its ONNX Runtime parity checked on the workload's first examples; `latency`: also time ONNX
+        Runtime dense vs pruned (`headprune.deploy.export_onnx`)."""
+        batches, described = parity_batches(self.workload)
+        return export_onnx(self.model, path, keep, recovery=recovery, batches=batches,
+                           model_id=self.workload.loaded.model_id, latency=latency, overwrite=overwrite,
+                           meta={"parity_examples": described}, progress=progress)
 
     # ------------------------------------------------------------------------------------------ recovery, export
     def recover(self, keep, method: RecoveryMethod = "weights", *, target: RecoveryTarget = "auto",

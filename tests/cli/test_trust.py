@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_text import bert_tokenizer, save, tiny_bert
 
 from headprune.cli import main
 from headprune.model.schema import write_mask
-from tiny_text import bert_tokenizer, save, tiny_bert
 
 ROWS = ["good movie,positive", "awful car,negative", "the car,neutral", "love this,positive", "bad bad,negative"]
 
