@@ -72,7 +72,7 @@ def prune_and_save(workload: Workload, keep, folder, *, meta: Mapping[str, Any] 
                    recovery: Recovery | None = None, overwrite: bool = False) -> ExportReport:
     """Physically prune (after writing in `recovery`, a `Recovery` of this mask, if given), save to `folder`
     (`save_pruned`), reload it and compare its logits with the masked (or recovered) shared model on the first
-    batch. The caller checks `folder` first (`headprune.core.files.check_output`)."""
+    batch. The caller checks `folder` first (`headprune.core.outputs.check_output`)."""
     start = time.perf_counter()
     keep = torch.as_tensor(keep).bool()
     model = workload.model
