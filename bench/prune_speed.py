@@ -6,7 +6,7 @@ Masks remove 25/50/75% of the heads, the same number in every layer, chosen at r
 Timing: `headprune.evaluation.latency.measure` (batch 8 × 128 tokens, 3 warm-up + N timed passes, dense and pruned
 interleaved, 2 threads). Goal: at 50% on BERT-base, time ratio <= FLOP ratio + 0.05.
 
-    python bench/prune_speed.py [--out FILE] [--repeats 20] [--threads 2]
+    python bench/prune_speed.py [--out FILE] [--repeats 20] [--threads 2] [--device cuda]
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ FRACTIONS = (0.25, 0.5, 0.75)
 
 
 def minilm():
-    from headprune.presets import minilm_base_dir, preset_dir, preset_meta
+    from headprune.presets.registry import minilm_base_dir, preset_dir, preset_meta
 
     if preset_meta("minilm-tweets") is not None:
         folder, source = preset_dir("minilm-tweets"), "preset minilm-tweets"
@@ -65,6 +65,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--only", choices=["minilm", "bert_base"], help="time one model only")
+    parser.add_argument("--device", default=None, help="e.g. cuda (default: the CPU)")
     args = parser.parse_args(argv)
     results = {"settings": {**vars(args), "torch": torch.__version__, "transformers": transformers.__version__}}
     print(f"{'model':<10} {'removed':>7} {'dense ms':>9} {'pruned ms':>9} {'p10-p90 pruned':>15} {'params':>12} "
@@ -76,7 +77,7 @@ def main(argv=None) -> dict:
         results[f"{name}_source"] = source
         for fraction in FRACTIONS:
             r = measure(model, equal_per_layer(model, fraction), batch_size=args.batch_size, seq_len=args.seq_len,
-                        repeats=args.repeats, warmup=3, threads=args.threads)
+                        repeats=args.repeats, warmup=3, threads=args.threads, device=args.device)
             key = f"{name}_{round(fraction * 100)}"
             results[key] = {"fraction_removed": fraction, "time_ratio": r["time_ratio"],
                             "time_ratio_paired": r["time_ratio_paired"], "flop_ratio": r["flop_ratio"],

@@ -30,7 +30,7 @@ def gate_gradient_contributions(model, batches, keep=None, progress: Progress | 
                 losses, count = per_example_loss(forward_logits(runner, batch), batch["labels"], task)
                 (grad,) = torch.autograd.grad(losses.sum(), gates)
             grads.append(grad.detach().double().permute(1, 0, 2).cpu())  # (B, L, H)
-            weights.append((count > 0).double())
+            weights.append((count > 0).double().cpu())  # counts live where the logits do (a GPU)
             report(progress, (index + 1) / len(batches), f"gate gradients: batch {index + 1}/{len(batches)}")
     grad, weight = torch.cat(grads), torch.cat(weights)  # (N, L, H), (N,)
     return {"gradient": Contributions(grad.abs(), weight), "fisher": Contributions(grad.square(), weight, "sum")}
