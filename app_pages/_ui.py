@@ -26,7 +26,6 @@ from headprune.workbench.ui_state import MaskHistory, app_settings, encode_mask
 KEEP = "keep"  # the session's mask (L, H) bool tensor; a plain key, so it survives page switches
 KEEP_FOR = "keep_for"  # Workload.key the mask belongs to
 HISTORY = "mask_history"
-GRID_VERSION = "grid_version"  # bumped after each toggle so the next grid is a fresh widget with no selection
 DEFAULT_METRIC = "gradient"
 LIVE_BATCH_SIZE = {"classification": 64, "masked-lm": 32, "causal-lm": 8}
 
@@ -98,14 +97,13 @@ def set_keep(new: torch.Tensor, *, remember: bool = True) -> None:
     if remember and old is not None and not torch.equal(old, new):
         history().push(old)
     st.session_state[KEEP] = new
-    st.session_state[GRID_VERSION] = st.session_state.get(GRID_VERSION, 0) + 1
     sync_url()
 
 
 def sync_url() -> None:
-    code = encode_mask(st.session_state[KEEP])
-    if st.query_params.get("mask") != code:
-        st.query_params["mask"] = code
+    """Put the session's mask in the URL, every time: the browser may have sent an older URL than the one an
+    interrupted run has just written (the browser ignores a URL it already shows)."""
+    st.query_params["mask"] = encode_mask(st.session_state[KEEP])
 
 
 def new_json_upload(upload, key: str):

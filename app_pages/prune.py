@@ -1,4 +1,4 @@
-"""Prune: click heads (or box-select blocks) to remove them and watch accuracy, cost and latency respond."""
+"""Prune: click heads (or drag over blocks) to remove them and watch accuracy, cost and latency respond."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,15 +6,15 @@ import streamlit as st
 import torch
 
 from app_pages import _deploy as deploy
+from app_pages import _grid
 from app_pages import _ui as ui
 from headprune.evaluation.cost import flops_per_token, params_after
-from headprune.figures import head_grid_figure
 from headprune.model import layout
 from headprune.model.units import kv_cache_bytes_per_token
-from headprune.workbench.ui_state import toggle_selection
 
 RECOVERY_LABELS = {"weights": "refit the kept heads' output projection", "scales": "rescale each kept head"}
 JUDGE_EXAMPLES = 1024  # held-out examples a budget search is judged on (apart from the live set and calibration)
+GRID, BOXES = "prune_grid", "prune_checkboxes"  # the head grid's widget key; checkbox versions (sync_checkboxes)
 bench = ui.bench()
 w = ui.workload()
 model = w.model
@@ -24,33 +24,43 @@ group = layout.kv_group_size(model)
 ss = st.session_state
 
 st.title("Prune heads by hand")
-st.caption("Click a head to remove it (click again to bring it back). To toggle a block, pick *Box Select* in the "
-           "grid's toolbar and drag over it. "
-           "Accuracy is recomputed exactly on the live set after every change; the instant estimate shows first.")
+st.caption("Click a head to remove it (click again to bring it back); drag a rectangle to toggle a block; or Tab into "
+           "the grid, move with the arrow keys and toggle with Space. Clicks made while the page is busy are queued "
+           "(dashed outline) and applied in order. Accuracy is recomputed exactly on the live set after every change; "
+           "the instant estimate shows first.")
 
 
 # ------------------------------------------------------------------------------------------ callbacks
-def on_grid_select(key: str) -> None:
-    """Toggle what the grid selection names, once: the next grid is a new widget (GRID_VERSION), so a
-    rerun never sees this selection again and cannot toggle it twice."""
-    state = ss.get(key)
-    points = state.selection.points if state is not None else []
-    new, changed = toggle_selection(ui.keep(), points)
-    if changed:
-        ui.set_keep(new)
-        ss["last_change"] = changed
-
-
-def on_checkbox(layer: int, head: int, key: str) -> None:
+# A new interaction ends a running script, callbacks included, at its next `st.session_state` access or Streamlit
+# call. So the grid and the checkboxes change the mask by steps that can simply be done again: set heads to a given
+# state, then record that it was done; whatever an interruption cut short, the next run redoes.
+def set_heads(heads: list[tuple[int, int]], keep: bool) -> None:
+    """Set ``heads`` kept (True) or removed through `ui.set_keep` (undo, URL); heads outside the model are ignored."""
     new = ui.keep().clone()
-    new[layer, head] = bool(ss[key])
-    ui.set_keep(new)
-    ss["last_change"] = [(layer, head)]
+    changed = [(l, h) for l, h in heads if 0 <= l < L and 0 <= h < H and bool(new[l, h]) != keep]
+    for layer, head in changed:
+        new[layer, head] = keep
+    if changed:
+        ss["last_change"] = changed
+        ui.set_keep(new)
+
+
+def sync_checkboxes() -> None:
+    """Apply every checkbox click not applied yet: a box whose value differs from the state it was drawn with.
+
+    Each head's box key carries a version (``BOXES``: (layer, head) -> (version, state drawn)) that changes when
+    the head changed some other way, so the box is a new widget showing the mask: the server never sets a box's
+    value, and an old box that a browser reports again (it has not redrawn it yet) is not read at all."""
+    for (layer, head), (version, drawn) in ss.get(BOXES, {}).items():
+        value = ss.get(f"cb_{layer}_{head}_{version}")
+        if value is not None and value != drawn:
+            set_heads([(layer, head)], value)
+            ss[BOXES] = {**ss[BOXES], (layer, head): (version, value)}
 
 
 def apply(new: torch.Tensor, what: str) -> None:
-    ui.set_keep(new)
     ss["last_action"] = what
+    ui.set_keep(new)
 
 
 def undo() -> None:
@@ -63,41 +73,49 @@ def undo() -> None:
 # ------------------------------------------------------------------------------------------ scores
 metrics = ui.metric_names()
 metric = ss.get("prune_metric") if ss.get("prune_metric") in metrics else ui.DEFAULT_METRIC
-scores = ui.stored_scores(metric) if metric else None
+scores = ui.stored_scores(metric)
 grid_scores = ui.as_numpy(scores) if scores is not None else np.full((L, H), np.nan)
 
 
 # ------------------------------------------------------------------------------------------ live panel
-def live_panel(keep_mask: torch.Tensor) -> None:
+def estimate_note(keep_mask: torch.Tensor) -> str:
+    """The line under the tiles while the exact value is computed: the instant (first-order) estimate."""
+    try:
+        guess = bench.estimate(keep_mask) if int(keep_mask.sum()) < total else None
+    except Exception as exc:  # an estimate is a courtesy; the exact value follows anyway
+        return f"(no instant estimate: {exc}) Computing the exact value…"
+    if guess is None:
+        return "Computing the exact value…"
+    return (f"Instant estimate (first-order Taylor): loss ≈ {guess:.3f} ({guess - w.dense['loss']:+.3f} vs dense). "
+            "Computing the exact value…")
+
+
+def live_panel(keep_mask: torch.Tensor, tiles, note) -> None:
+    """The exact numbers of `keep_mask` as tiles (into `tiles`; until then the last ones stay) and how they were
+    computed (into `note`, the one-line caption under them). Neither changes height, so the grid below never
+    moves under the pointer."""
     dense = w.dense
     key, label = ui.quality_key(dense)
     kept = int(keep_mask.sum())
-    slot = st.empty()
-    try:
-        guess = bench.estimate(keep_mask) if kept < total else None
-    except Exception as exc:  # an estimate is a courtesy; the exact value follows anyway
-        guess = None
-        slot.caption(f"(no instant estimate: {exc})")
-    if guess is not None:
-        slot.info(f"Instant estimate (first-order Taylor around the dense model): loss ≈ {guess:.3f} "
-                  f"({guess - dense['loss']:+.3f} vs dense). Computing the exact value…")
     try:
         result, seconds = ui.timed(lambda: bench.exact(keep_mask))
     except Exception as exc:
-        slot.empty()
-        ui.error("Could not evaluate this mask", exc)
+        note.caption("No exact value for this mask.")
+        with tiles:
+            ui.error("Could not evaluate this mask", exc)
         return
-    slot.empty()
-    c1, c2, c3, *rest = st.columns(6)
-    if key != "loss":
-        c1.metric(label, f"{100 * result[key]:.1f}%", delta=ui.delta(100 * (result[key] - dense[key]), " pts"), border=True)
-    c2.metric("loss", f"{result['loss']:.3f}", delta=ui.delta(result["loss"] - dense["loss"], "", "+.3f"),
-              delta_color="inverse", border=True)
-    c3.metric("heads kept", f"{kept} / {total}", delta=ui.delta(kept - total, "", "+d"), delta_color="off", border=True)
     rerun = result.get("rerun_from_layer")
-    st.caption(f"Exact on {result.get('n', len(w.df))} examples in {seconds * 1000:.0f} ms"
-               + (f" (re-ran layers ≥ {rerun})" if rerun is not None else "")
-               + (f". Dense {label}: {dense[key]:.1%}." if key != "loss" else "."))
+    note.caption(f"Exact on {result.get('n', len(w.df))} examples in {seconds * 1000:.0f} ms"
+                 + (f" (re-ran layers ≥ {rerun})" if rerun is not None else "")
+                 + (f". Dense {label}: {dense[key]:.1%}." if key != "loss" else "."))
+    c1, c2, c3, *rest = tiles.columns(6)
+    if key != "loss":
+        c1.metric(label, f"{100 * result[key]:.1f}%", delta=ui.delta(100 * (result[key] - dense[key]), " pts"),
+                  border=True, height="stretch")
+    c2.metric("loss", f"{result['loss']:.3f}", delta=ui.delta(result["loss"] - dense["loss"], "", "+.3f"),
+              delta_color="inverse", border=True, height="stretch")
+    c3.metric("heads kept", f"{kept} / {total}", delta=ui.delta(kept - total, "", "+d") or "±0", delta_color="off",
+              delta_arrow="off", border=True, height="stretch")  # always a delta line: the row keeps its height
     cost_panel(keep_mask, rest)
 
 
@@ -107,11 +125,11 @@ def cost_panel(keep_mask: torch.Tensor, columns) -> None:
     p_dense, p_now = layout.parameter_count(model), params_after(model, keep_mask)
     c1, c2, c3 = columns
     c1.metric("FLOPs / token", f"{f_now / 1e6:.1f} M", delta=ui.delta(100 * (f_now / f_dense - 1), "%"),
-              delta_color="inverse", border=True)
+              delta_color="inverse", border=True, height="stretch")
     c2.metric("parameters", f"{p_now / 1e6:.2f} M", delta=ui.delta(100 * (p_now / p_dense - 1), "%"),
-              delta_color="inverse", border=True)
+              delta_color="inverse", border=True, height="stretch")
     c3.metric("KV cache / token", f"{kv_now / 1024:.1f} KiB", delta=ui.delta(100 * (kv_now / kv_dense - 1), "%"),
-              delta_color="inverse", border=True)
+              delta_color="inverse", border=True, height="stretch")
 
 
 def latency_panel(keep_mask: torch.Tensor) -> None:
@@ -121,11 +139,14 @@ def latency_panel(keep_mask: torch.Tensor) -> None:
 
 
 # ------------------------------------------------------------------------------------------ toggling area
-@st.fragment
 def toggling_area() -> None:
+    """Numbers, grid, buttons and checkboxes, all drawn from the one session mask. Not a fragment: every change
+    reruns the whole page, so the recovery panel below and the URL never show another mask than the tiles."""
+    _grid.apply_log(GRID, set_heads)  # what a stopped callback left (see the callbacks above), before drawing
+    sync_checkboxes()
     keep_mask = ui.keep()
-    version = ss.get(ui.GRID_VERSION, 0)
-    live_panel(keep_mask)  # the numbers first, full width; the grid below at its own (square-cell) width
+    tiles = st.container()  # the numbers first, full width, filled once the grid is out
+    note = st.caption(estimate_note(keep_mask))  # a caption replaced by a caption: no blank line, no jump
     st.markdown(f"**{L} layers × {H} heads** · colour: "
                 + (f"importance by `{metric}`" if scores is not None else "none yet"))
     if scores is None and st.button(f"Colour by importance ({metric})", key="prune_score"):
@@ -135,12 +156,7 @@ def toggling_area() -> None:
             st.rerun()
         except Exception as exc:
             ui.error("Could not score the heads", exc)
-    fig = head_grid_figure(grid_scores, keep_mask.numpy(), kv_group_size=group if group > 1 else None,
-                           score_label=metric or "score")
-    key = f"prune_grid_{version}"
-    st.plotly_chart(fig, key=key, on_select=lambda key=key: on_grid_select(key), selection_mode=("points", "box"),
-                    width="content", config={"displayModeBar": True, "displaylogo": False, "scrollZoom": False,
-                                             "modeBarButtons": [["select2d", "pan2d"]]})
+    _grid.head_grid(GRID, keep_mask, grid_scores, on_event=set_heads, kv_group_size=group, score_label=metric)
     b = st.columns([1, 1, 1, 3])
     b[0].button("↶ Undo", on_click=undo, disabled=len(ui.history()) == 0, width="stretch",
                 help=f"{len(ui.history())} earlier masks")
@@ -150,13 +166,18 @@ def toggling_area() -> None:
     if ss.get("last_action"):
         b[3].caption(ss["last_action"])
     with st.expander("Keyboard-friendly: the same mask as checkboxes (Tab / Space)"):
+        boxes = dict(ss.get(BOXES, {}))
         for layer in range(L):
             cols = st.columns([1.2] + [1] * H)
             cols[0].markdown(f"**layer {layer}**")
             for head in range(H):
-                box_key = f"cb_{layer}_{head}_{version}"
-                cols[head + 1].checkbox(f"{head}", value=bool(keep_mask[layer, head]), key=box_key,
-                                        on_change=on_checkbox, args=(layer, head, box_key))
+                kept = bool(keep_mask[layer, head])
+                version, drawn = boxes.get((layer, head), (0, kept))
+                boxes[(layer, head)] = (version + (drawn != kept), kept)  # changed elsewhere: a new box
+                cols[head + 1].checkbox(f"{head}", value=kept, key=f"cb_{layer}_{head}_{boxes[(layer, head)][0]}",
+                                        on_change=sync_checkboxes)
+        ss[BOXES] = boxes
+    live_panel(keep_mask, tiles, note)  # the slow part last: the grid (and its acknowledgement) is out already
     latency_panel(keep_mask)
 
 

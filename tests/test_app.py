@@ -5,13 +5,14 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from headprune.workbench.ui_state import encode_mask  # noqa: E402
+from headprune.workbench.ui_state import decode_mask, encode_mask  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -19,8 +20,9 @@ PAGES = ["app_pages/home.py", "app_pages/importance.py", "app_pages/prune.py", "
 TIMEOUT = 180  # torch imports and the first model load are slow on a shared 2-core machine
 
 
-def tiny_workspace(folder: Path, *, rows: int = 96) -> tuple[Path, Path]:
-    """A tiny BERT classifier (2 layers x 4 heads, WordPiece tokenizer) saved to a folder, and a 3-class CSV."""
+def tiny_workspace(folder: Path, *, rows: int = 96, words: tuple[int, int] = (3, 12)) -> tuple[Path, Path]:
+    """A tiny BERT classifier (2 layers x 4 heads, WordPiece tokenizer) saved to a folder, and a 3-class CSV of
+    `rows` texts of `words` (min, max) words each."""
     from tiny_text import WORDS, bert_tokenizer, save, tiny_bert
     from transformers import BertTokenizer
 
@@ -32,9 +34,9 @@ def tiny_workspace(folder: Path, *, rows: int = 96) -> tuple[Path, Path]:
     rng = random.Random(0)
     lines = ["text,label"]
     for _ in range(rows):
-        words = rng.choices(WORDS, k=rng.randint(3, 12))
-        label = 0 if "bad" in words or "hate" in words else 2 if "good" in words or "love" in words else 1
-        lines.append(f"{' '.join(words)},{label}")
+        text = rng.choices(WORDS, k=rng.randint(*words))
+        label = 0 if "bad" in text or "hate" in text else 2 if "good" in text or "love" in text else 1
+        lines.append(f"{' '.join(text)},{label}")
     data = folder / "data.csv"
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return model_dir, data
@@ -88,23 +90,60 @@ def test_a_preset_session_mask_drives_the_prune_numbers(app):
     assert _metric(app, "loss") != dense_loss
 
 
-def test_grid_toggle_then_reset_and_undo_buttons(app):
-    """The grid callback's logic is `toggle_selection` (tests/test_session.py); the real click is in test_browser."""
+def _grid(app):
+    """The Prune page's head grid (a custom component: an UnknownElement to AppTest) and the data it was drawn with."""
+    grid = next(e for e in app.get("bidi_component") if e.proto.component_name == "headprune_head_grid")
+    return grid, json.loads(grid.proto.json)
+
+
+def _grid_log(app, *events, client: str = "apptest", extra_states=()):
+    """Run the app as the grid's browser half would make it run (AppTest cannot click inside a custom component):
+    with the grid's state value set to its event log, `events` = (seq, [[layer, head], ...], keep). Uses AppTest's
+    private `_tree.get_widget_states` / `_run`, the pair its public `run()` is made of."""
+    grid, _ = _grid(app)
+    states = app._tree.get_widget_states()
+    states.widgets.add(id=grid.proto.id, json_value=json.dumps({"log": {"client": client, "events": [
+        {"seq": seq, "heads": heads, "keep": keep} for seq, heads, keep in events]}}))
+    states.widgets.extend(extra_states)
+    return app._run(states)
+
+
+def _url_mask(app) -> torch.Tensor:
+    return decode_mask(app.query_params["mask"][0] if isinstance(app.query_params["mask"], list)
+                       else app.query_params["mask"], (2, 4))
+
+
+def test_grid_events_apply_in_order_once_and_drive_tiles_url_undo_reset_invert(app):
+    """The grid's event log (app_pages/_grid.py) through its change callback; the real clicks are in test_browser."""
     app.run()
     app.switch_page("app_pages/prune.py").run()
-    from headprune.workbench.ui_state import toggle_selection
-
-    new, changed = toggle_selection(app.session_state["keep"], [{"customdata": [1, 2]}])
-    assert changed == [(1, 2)]
-    app.session_state["keep"] = new
-    app.run()
+    _no_exceptions(app)
+    _, data = _grid(app)
+    assert (data["layers"], data["heads"], data["keep"], data["acked"]) == (2, 4, "1" * 8, {})
+    _grid_log(app, (1, [[1, 2]], False))
+    _no_exceptions(app)
     assert _metric(app, "heads kept") == "7 / 8"
+    assert not app.session_state["keep"][1, 2] and torch.equal(_url_mask(app), app.session_state["keep"])
+    assert _grid(app)[1]["keep"] == "11111101" and _grid(app)[1]["acked"] == {"apptest": 1}
+    # the browser resends what it has not seen acknowledged: applied events are skipped, new ones applied in order
+    _grid_log(app, (1, [[1, 2]], False), (3, [[0, 0], [0, 1]], False), (2, [[0, 0]], False), (4, [[0, 1]], True))
+    _no_exceptions(app)
+    assert _metric(app, "heads kept") == "6 / 8"
+    assert _grid(app)[1]["keep"] == "01111101" and _grid(app)[1]["acked"] == {"apptest": 4}
+    assert len(app.session_state["mask_history"]) == 4  # one undo step per event that changed the mask
+    assert torch.equal(_url_mask(app), app.session_state["keep"])
+    # a reload mounts the grid afresh: a new client whose seq starts at 1 again; broken events change nothing
+    _grid_log(app, (1, [[1, 2]], True), (2, "nonsense", False), (3, [[9, 9]], False), client="reloaded")
+    _no_exceptions(app)
+    assert _metric(app, "heads kept") == "7 / 8"
+    assert _grid(app)[1]["acked"] == {"apptest": 4, "reloaded": 3}
     next(b for b in app.button if b.label == "Reset").click().run()
     assert _metric(app, "heads kept") == "8 / 8"
     next(b for b in app.button if "Undo" in b.label).click().run()
     assert _metric(app, "heads kept") == "7 / 8"
     next(b for b in app.button if b.label == "Invert").click().run()
     assert _metric(app, "heads kept") == "1 / 8"
+    assert torch.equal(_url_mask(app), app.session_state["keep"])
 
 
 def test_checkbox_grid_toggles_a_head(app):
@@ -115,6 +154,49 @@ def test_checkbox_grid_toggles_a_head(app):
     _no_exceptions(app)
     assert not app.session_state["keep"][0, 1]
     assert _metric(app, "heads kept") == "7 / 8"
+
+
+def test_a_checkbox_follows_the_grid_and_its_old_value_is_not_a_click(app):
+    """A head changed on the grid gets a new checkbox showing it; the old box, reported again by a browser that has
+    not redrawn it, changes nothing (it would undo the grid's change)."""
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    app.run()
+    app.switch_page("app_pages/prune.py").run()
+    old = next(c for c in app.checkbox if c.key.startswith("cb_0_1_"))
+    _grid_log(app, (1, [[0, 1]], False))
+    new = next(c for c in app.checkbox if c.key.startswith("cb_0_1_"))
+    assert new.key != old.key and not new.value
+    _grid_log(app, (1, [[0, 1]], False), extra_states=[WidgetState(id=old.id, bool_value=True)])
+    _no_exceptions(app)
+    assert not app.session_state["keep"][0, 1] and _metric(app, "heads kept") == "7 / 8"
+    new.check().run()  # the current box does count
+    assert app.session_state["keep"][0, 1] and _metric(app, "heads kept") == "8 / 8"
+
+
+def test_grid_protocol_helpers():
+    """`new_events` keeps well-formed events above the last applied seq, in order; `grid_data` colours and labels."""
+    from app_pages._grid import grid_data, new_events
+
+    log = {"client": "c", "events": [{"seq": 3, "heads": [[0, 1]], "keep": True}, {"seq": 1, "heads": [[0, 0]], "keep": False},
+                                     {"seq": 2, "heads": [[1, 1], [1, 2]], "keep": False}, {"seq": 4, "heads": [[0]], "keep": True},
+                                     {"seq": 5, "heads": [[0, 0]], "keep": 1}, {"heads": [[0, 0]], "keep": True}, "junk"]}
+    assert new_events(log, 0) == [(1, [(0, 0)], False), (2, [(1, 1), (1, 2)], False), (3, [(0, 1)], True)]
+    assert new_events(log, 2) == [(3, [(0, 1)], True)]
+    assert new_events(None, 0) == [] and new_events({"events": "x"}, 0) == []
+
+    keep = torch.ones(2, 4, dtype=torch.bool)
+    keep[1, 3] = False
+    blank = grid_data(keep, np.full((2, 4), np.nan))
+    assert blank["keep"] == "11111110" and blank["legend"] is None and blank["grey"]
+    assert set(blank["colors"]) == {"#c8c8c8"} and blank["tips"][6] == "layer 1, head 2\nscore: n/a"
+    scores = np.arange(8.0).reshape(2, 4)
+    scores[0, 1] = np.nan
+    data = grid_data(keep, scores, kv_group_size=2, score_label="taylor", acked={"c": 3})
+    assert data["legend"]["label"] == "taylor" and (data["legend"]["lo"], data["legend"]["hi"]) == ("0", "7")
+    assert data["colors"][0] != data["colors"][7] and data["colors"][1] == "#c8c8c8" and data["grey"]
+    assert data["tips"][7] == "layer 1, head 3 (KV group 1)\ntaylor: 7" and data["acked"] == {"c": 3}
+    assert grid_data(keep, np.full((2, 4), 0.5))["legend"]["lo"] == "0.25"  # a flat map sits mid-scale
 
 
 def test_mask_in_the_url_is_adopted_and_a_bad_link_is_refused(app):

@@ -1,4 +1,4 @@
-"""headprune.session: mask links, grid toggles, undo, background jobs, app settings, workload (no Streamlit)."""
+"""The dashboard's UI-free state: mask links, undo, background jobs, app settings (no Streamlit)."""
 import threading
 
 import pytest
@@ -11,13 +11,7 @@ from headprune.workbench.ui_state import (
     app_settings,
     decode_mask,
     encode_mask,
-    selected_heads,
-    toggle_selection,
 )
-
-
-def _point(layer, head):
-    return {"curve_number": 0, "point_index": 0, "customdata": [layer, head]}
 
 
 @pytest.mark.parametrize("shape", [(6, 12), (30, 9), (1, 1), (3, 5)])
@@ -42,33 +36,6 @@ def test_bad_mask_links_say_why(text, match):
 def test_mask_link_of_another_model_is_refused():
     with pytest.raises(ValueError, match="loaded model has 6 x 12"):
         decode_mask(encode_mask(torch.ones(3, 4, dtype=torch.bool)), (6, 12))
-
-
-def test_click_toggles_one_head_and_never_modifies_the_input():
-    keep = torch.ones(3, 4, dtype=torch.bool)
-    new, changed = toggle_selection(keep, [_point(1, 2)])
-    assert changed == [(1, 2)] and not new[1, 2] and int(new.sum()) == 11
-    assert keep.all()
-    again, changed = toggle_selection(new, [_point(1, 2)])
-    assert changed == [(1, 2)] and again.all()
-
-
-def test_box_selection_acts_as_one_switch():
-    keep = torch.ones(3, 4, dtype=torch.bool)
-    keep[0, 0] = False
-    block = [_point(0, 0), _point(0, 1), _point(1, 0), _point(1, 1)]
-    removed, changed = toggle_selection(keep, block)  # some kept -> all removed
-    assert not removed[:2, :2].any() and sorted(changed) == [(0, 1), (1, 0), (1, 1)]
-    restored, changed = toggle_selection(removed, block)  # all removed -> all restored
-    assert restored[:2, :2].all() and len(changed) == 4
-
-
-def test_empty_or_foreign_selection_changes_nothing():
-    keep = torch.ones(2, 2, dtype=torch.bool)
-    for points in ([], [{"x": 1, "y": 1}], [_point(5, 5)]):
-        new, changed = toggle_selection(keep, points)
-        assert changed == [] and torch.equal(new, keep)
-    assert selected_heads([_point(1, 1), _point(1, 1)]) == [(1, 1)]
 
 
 def test_undo_history_returns_masks_in_reverse_and_is_bounded():

@@ -1,7 +1,6 @@
 """The dashboard's state, without Streamlit: mask links, grid toggles, undo, and the app's start-up settings.
 
 * `encode_mask` / `decode_mask`: a keep-mask (L, H) <-> a short URL-safe text, so a link reproduces a mask;
-* `toggle_selection`: what a click (one head) or a box selection (a block of heads) does to a mask;
 * `MaskHistory`: an undo stack of masks;
 * `app_settings`: the starting model / data / live-set size from the command line or the environment.
 """
@@ -9,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 
@@ -51,40 +50,6 @@ def decode_mask(text: str, shape: tuple[int, int] | None = None) -> torch.Tensor
                          f"the loaded model has {shape[0]} x {shape[1]}")
     bits = [bool(v >> (3 - i) & 1) for v in values for i in range(4)]
     return torch.tensor(bits[: layers * heads], dtype=torch.bool).view(layers, heads)
-
-
-# --------------------------------------------------------------------------------------- grid selections
-def selected_heads(points: Iterable[Mapping[str, Any]]) -> list[tuple[int, int]]:
-    """(layer, head) of every selected grid point (Plotly selection points carrying customdata=[layer, head])."""
-    heads = []
-    for point in points:
-        data = point.get("customdata")
-        if isinstance(data, (list, tuple)) and len(data) >= 2:
-            heads.append((int(data[0]), int(data[1])))
-    return list(dict.fromkeys(heads))
-
-
-def toggle_selection(keep: torch.Tensor, points: Iterable[Mapping[str, Any]]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """Apply a grid selection to `keep` (L, H); returns (new mask, heads whose state changed).
-
-    One head: flip it. Several (box select): a block acts as one switch — if any of them is kept, remove
-    them all; if all are already removed, restore them all. An empty selection (a click on blank space, or
-    the deselection Plotly reports after a redraw) changes nothing. `keep` itself is never modified.
-    """
-    heads = [(l, h) for l, h in selected_heads(points) if 0 <= l < keep.shape[0] and 0 <= h < keep.shape[1]]
-    new = keep.clone()
-    if not heads:
-        return new, []
-    if len(heads) == 1:
-        target = [not bool(keep[heads[0]])]
-    else:
-        target = [not any(bool(keep[lh]) for lh in heads)] * len(heads)
-    changed = []
-    for (layer, head), value in zip(heads, target):
-        if bool(new[layer, head]) != value:
-            new[layer, head] = value
-            changed.append((layer, head))
-    return new, changed
 
 
 # ------------------------------------------------------------------------------------------------- undo
