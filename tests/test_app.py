@@ -20,9 +20,10 @@ PAGES = ["app_pages/home.py", "app_pages/importance.py", "app_pages/prune.py", "
 TIMEOUT = 180  # torch imports and the first model load are slow on a shared 2-core machine
 
 
-def tiny_workspace(folder: Path, *, rows: int = 96, words: tuple[int, int] = (3, 12)) -> tuple[Path, Path]:
-    """A tiny BERT classifier (2 layers x 4 heads, WordPiece tokenizer) saved to a folder, and a 3-class CSV of
-    `rows` texts of `words` (min, max) words each."""
+def tiny_workspace(folder: Path, *, rows: int = 96, words: tuple[int, int] = (3, 12),
+                   hidden: int = 32) -> tuple[Path, Path]:
+    """A tiny BERT classifier (2 layers x 4 heads of width `hidden`, WordPiece tokenizer) saved to a folder, and a
+    3-class CSV of `rows` texts of `words` (min, max) words each."""
     from tiny_text import WORDS, bert_tokenizer, save, tiny_bert
     from transformers import BertTokenizer
 
@@ -30,7 +31,8 @@ def tiny_workspace(folder: Path, *, rows: int = 96, words: tuple[int, int] = (3,
     bert_tokenizer(folder / "tok")  # writes the WordPiece vocab.txt
     # transformers 5 ignores vocab_file= in the constructor; from_pretrained on the folder reads it
     tokenizer = BertTokenizer.from_pretrained(str(folder / "tok"), do_lower_case=True)
-    model_dir = save(tiny_bert(tokenizer, label_names=["negative", "neutral", "positive"]), tokenizer, folder / "model")
+    model_dir = save(tiny_bert(tokenizer, label_names=["negative", "neutral", "positive"], hidden=hidden), tokenizer,
+                     folder / "model")
     rng = random.Random(0)
     lines = ["text,label"]
     for _ in range(rows):

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.browser
 CHROMIUM = os.environ.get("HEADPRUNE_CHROMIUM", "/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = Path("/tmp/headprune_shots")
-SLOW_EXAMPLES = 600  # live examples of `slow_server`, 40-80 words each: an exact evaluation takes seconds
+SLOW_EXAMPLES = 600  # live examples of `slow_server`, 40-80 words each, width 512: an evaluation takes seconds
 GRID = '[data-testid="hp-head-grid"]'  # the Prune page's head grid (app_pages/_grid.py)
 playwright_api = pytest.importorskip("playwright.sync_api")
 if not Path(CHROMIUM).exists():
@@ -86,7 +86,7 @@ def slow_server(tmp_path_factory):
     from test_app import tiny_workspace
 
     folder = tmp_path_factory.mktemp("browser-slow")
-    model, data = (str(p) for p in tiny_workspace(folder, rows=SLOW_EXAMPLES, words=(40, 80)))
+    model, data = (str(p) for p in tiny_workspace(folder, rows=SLOW_EXAMPLES, words=(40, 80), hidden=512))
     yield from _serve(folder, model, data, {"HEADPRUNE_CACHE": str(folder / "cache"),
                                             "HEADPRUNE_LIVE_EXAMPLES": str(SLOW_EXAMPLES)})
 

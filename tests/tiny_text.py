@@ -35,13 +35,15 @@ def word_tokenizer(words=WORDS):
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", unk_token="<unk>")
 
 
-def tiny_bert(tokenizer, *, head: str = "classification", num_labels: int = 3, label_names=None, seed: int = 0):
+def tiny_bert(tokenizer, *, head: str = "classification", num_labels: int = 3, label_names=None, seed: int = 0,
+              hidden: int = 32):
+    """A 2-layer, 4-head BERT of width `hidden` (32: tiny; wider makes each pass measurably slow)."""
     from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
     torch.manual_seed(seed)
     names = label_names or [f"LABEL_{i}" for i in range(num_labels)]
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=37, initializer_range=0.5, max_position_embeddings=256,
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=hidden + 5, initializer_range=0.5, max_position_embeddings=256,
                         num_labels=num_labels, id2label=dict(enumerate(names)),
                         label2id={n: i for i, n in enumerate(names)})
     model = (BertForSequenceClassification if head == "classification" else BertForMaskedLM)(config)
