@@ -9,11 +9,13 @@ CurveMode = Literal["one-shot", "iterative"]
 RecoveryMethod = Literal["scales", "weights"]
 RecoveryTarget = Literal["auto", "dense", "local"]
 Reduce = Literal["mean", "sum"]
+CompressUnit = Literal["head", "kv-group", "uniform"]
 
 TASKS: tuple[str, ...] = get_args(Task)
 UNIT_MODES: tuple[str, ...] = get_args(UnitMode)
 CURVE_MODES: tuple[str, ...] = get_args(CurveMode)
 RECOVERY_METHODS: tuple[str, ...] = get_args(RecoveryMethod)
 RECOVERY_TARGETS: tuple[str, ...] = get_args(RecoveryTarget)
+COMPRESS_UNITS: tuple[str, ...] = get_args(CompressUnit)
 
 IGNORE_INDEX = -100  # label id that losses and metrics skip (padding, unmasked tokens)
