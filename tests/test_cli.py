@@ -176,6 +176,10 @@ def test_compress_saves_the_smallest_model_with_its_report_and_resumes(workload,
                         "classification", batch_size=4, max_length=128)
     assert evaluate(model, test)["accuracy"] == pytest.approx(result["compressed_test_acc"])
     assert (tmp_path / "c.compress-state" / "compress_state.json").is_file()
+    code, out = run(capsys, ["curves", "--model", str(folder), "--data", str(split_csv), "--fractions", "0,0.5",
+                             "--random-seeds", "0", "--compress-report", str(tmp_path / "c" / "compress_report.json"),
+                             "-q"])
+    assert code == 0 and "compress (" in out.out and f"{result['heads_kept']:>6}" in out.out
     code, out = run(capsys, argv + ["--resume", "--overwrite"])  # the saved run is complete: the same result again
     assert code == 0, out.err
     again = json.loads(out.out)
@@ -216,6 +220,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(workload, tmp_path):
     (["prune", "--out", "x", "--fraction", "0.5", "--iterative", "0"], "--iterative is the fraction"),
     (["score", "--metric", "nonsense"], "unknown metric"),
     (["curves", "--stop-below", "1.5"], "--stop-below is a fraction"),
+    (["curves", "--compress-report", "/no/such/report.json"], "--compress-report: no such compress report"),
     (["bench", "no-such-bench"], "no benchmark 'no-such-bench'"),
     (["compress", "--out", "x", "--target-heads", "1.5"], "--target-heads: the target is the fraction"),
     (["compress", "--out", "x", "--time-budget", "0"], "--time-budget: the time budget"),
