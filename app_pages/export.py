@@ -7,6 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from app_pages import _compress
 from app_pages import _ui as ui
 from headprune.core.errors import UserError
 from headprune.core.files import check_output
@@ -171,3 +172,6 @@ if snap["status"] == "done" and snap["result"]:
                 st.success(f"Saved {path}")
             except Exception as exc:
                 ui.error("Could not save the fine-tuned model", exc)
+
+# ------------------------------------------------------------------------------------------ compress to a target
+_compress.section(str(Path.home() / "headprune-exports" / name))
