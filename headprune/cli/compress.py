@@ -60,6 +60,8 @@ def build(parser: argparse.ArgumentParser) -> None:
                      help="distillation steps per step (default: a tenth of the time budget)")
     how.add_argument("--polish-steps", type=whole, default=None, metavar="N",
                      help="distillation steps of the final polish (default: what the time left affords)")
+    how.add_argument("--retraining-free-share", type=finite, default=0.3, metavar="FRACTION",
+                     help="share of the time the least-squares phase may take at most (default: 0.3)")
     how.add_argument("--lr", type=finite, default=1e-4, help="distillation learning rate (default: 1e-4)")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the compressed model (load_pruned)")
     parser.add_argument("--state-dir", default=None, metavar="DIR",
@@ -82,7 +84,7 @@ def _settings(args: argparse.Namespace) -> CompressSettings:
     settings = CompressSettings(max_drop=args.max_drop, time_budget=args.time_budget, target_heads=args.target_heads,
                                 unit=args.unit, min_heads_per_layer=args.min_heads_per_layer, metric=args.metric,
                                 distill=args.distill, distill_steps=args.distill_steps, polish_steps=args.polish_steps,
-                                lr=args.lr, seed=args.seed)
+                                retraining_free_share=args.retraining_free_share, lr=args.lr, seed=args.seed)
     settings.check()
     return settings
 

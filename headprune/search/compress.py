@@ -128,6 +128,25 @@ def _as_tensor(rows: list, dtype=torch.float32) -> torch.Tensor:
     return torch.tensor([[math.nan if v is None else v for v in row] for row in rows], dtype=dtype)
 
 
+class _Stopwatch:
+    """A progress callback that notes when each unit of work (a batch, a training step) ends, so that per-unit
+    time can be measured without the first unit's warm-up."""
+
+    def __init__(self):
+        self.ends: list[float] = []
+        self.began = time.perf_counter()
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        self.ends.append(time.perf_counter())
+
+    def per_item(self, units: list) -> float:
+        """Seconds per item after the first unit (items: a batch's examples; a unit without a batch: 1)."""
+        sizes = [int(u["input_ids"].shape[0]) if isinstance(u, dict) else 1 for u in units]
+        if len(self.ends) < 2 or len(self.ends) != len(sizes):
+            return (self.ends[-1] - self.began) / max(1, sum(sizes)) if self.ends else 0.0
+        return (self.ends[-1] - self.ends[0]) / max(1, sum(sizes[1:]))
+
+
 class _Run:
     """One compress run: the dense model (never modified), the data, the ladder, the time ledger and the state
     (`st`, JSON-ready, written to the state folder after every step)."""
@@ -200,11 +219,12 @@ class _Run:
     def start(self) -> None:
         """Measure the dense model (validation: the threshold and the per-example time; a distillation probe),
         plan the time, score the dense model's heads."""
-        dense = evaluate(self.dense, self.data.judge)
+        watch = _Stopwatch()
+        dense = evaluate(self.dense, self.data.judge, progress=watch)
         step_s = self.probe() if self.s.distill else 0.0
-        self.costs = costs = CostModel(forward_s=dense.seconds / self.counts["judge"], step_s=step_s)
+        self.costs = costs = CostModel(forward_s=watch.per_item(self.data.judge), step_s=step_s)
         spent = self.wall()  # everything so far (data preparation by the caller included), measured once
-        reserve = RESERVE_MARGIN * (3 * costs.evaluate(self.counts["test"]) + costs.refit(self.counts["calib"], 1.0))
+        reserve = RESERVE_MARGIN * 3 * costs.evaluate(self.counts["test"])  # dense, retraining-free, final on test
         budget = self.s.time_budget - reserve
         slices = self.s.distill_steps or (min(max(round(SLICE_SHARE * (budget - spent) / step_s), SLICE_RANGE[0]),
                                               SLICE_RANGE[1]) if step_s else 0)
@@ -222,11 +242,11 @@ class _Run:
 
     def probe(self) -> float:
         """Seconds of one distillation step at dense size: three steps on a copy of the dense model, timed from
-        the end of the first (its warm-up excluded) by the progress reported after every step."""
-        ends: list[float] = []
-        _, probe = recover(self.dense, self.data.train[:3], FinetuneSettings(max_steps=3, lr=self.s.lr),
-                           teacher=self.dense, progress=lambda fraction, message="": ends.append(time.perf_counter()))
-        return (ends[-1] - ends[0]) / (len(ends) - 1) if len(ends) > 1 else probe.train_seconds / max(1, probe.steps)
+        the end of the first (its warm-up excluded)."""
+        watch = _Stopwatch()
+        recover(self.dense, self.data.train[:3], FinetuneSettings(max_steps=3, lr=self.s.lr), teacher=self.dense,
+                progress=watch)
+        return watch.per_item([None] * 3)
 
     # ------------------------------------------------------------------------------------ the climb
     def climb(self, phase: str) -> str:
