@@ -84,7 +84,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--unit", default="head", choices=["head", "kv-group", "uniform"])
     parser.add_argument("--judge", type=int, default=2000, help="validation tweets the budget is judged on (0: all)")
     parser.add_argument("--calib", type=int, default=512, help="training tweets for least squares and the scores")
-    parser.add_argument("--distill-steps", type=int, default=None, help="steps per distillation slice (default: planned)")
+    parser.add_argument("--distill-steps", type=int, default=None,
+                        help="steps per distillation slice (default: planned from the time budget)")
     parser.add_argument("--retraining-free-share", type=float, default=0.3,
                         help="share of the time the least-squares phase may take at most")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -102,9 +103,10 @@ def main(argv=None) -> dict:
         else:
             wait_for_preset(args.wait)
             model_spec, data_spec = "minilm-tweets", "tweets"
-        bench = Workbench(open_workload(model_spec, data_spec, split="test", batch_size=args.batch_size, seed=args.seed))
-        settings = CompressSettings(max_drop=args.max_drop, time_budget=args.time_budget, target_heads=args.target_heads,
-                                    unit=args.unit, distill_steps=args.distill_steps,
+        workload = open_workload(model_spec, data_spec, split="test", batch_size=args.batch_size, seed=args.seed)
+        bench = Workbench(workload)
+        settings = CompressSettings(max_drop=args.max_drop, time_budget=args.time_budget,
+                                    target_heads=args.target_heads, unit=args.unit, distill_steps=args.distill_steps,
                                     retraining_free_share=args.retraining_free_share, seed=args.seed)
         model, result = bench.compress(settings, judge_examples=args.judge or None, calib_examples=args.calib,
                                        test_batches=bench.workload.batches, started=started,

@@ -25,7 +25,8 @@ def setup(family="bert"):
     def batches(seed, n):
         return [tiny_batch(model, batch_size=8, seed=seed + i) for i in range(n)]
 
-    return model, CompressData(judge=batches(100, 4), calib=batches(200, 2), train=batches(300, 6), test=batches(400, 4))
+    return model, CompressData(judge=batches(100, 4), calib=batches(200, 2), train=batches(300, 6),
+                               test=batches(400, 4))
 
 
 def without_time(result):

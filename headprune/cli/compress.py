@@ -124,7 +124,8 @@ def render(result: dict) -> str:
              f"{result['dense_test_acc']:.4f} ({100 * (result['compressed_test_acc'] - result['dense_test_acc']):+.2f} "
              "points)",
              f"retraining-free  {result['retraining_free_heads_removed']} of {total} removed "
-             f"({result['retraining_free_heads_removed_frac']:.1%}): validation {result['retraining_free_val_acc']:.4f}, "
+             f"({result['retraining_free_heads_removed_frac']:.1%}): "
+             f"validation {result['retraining_free_val_acc']:.4f}, "
              f"test {result['retraining_free_test_acc']:.4f}",
              f"time             {result['seconds']:.0f} s, stopped by {result['stopped_by']}; "
              f"{result['distill_steps']} distillation steps",

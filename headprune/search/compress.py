@@ -32,14 +32,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from ..core.errors import UserError
 from ..core.progress import Progress, format_seconds, report
-from ..core.records import Record
 from ..evaluation.cost import flops_per_token
 from ..evaluation.loop import evaluate
 from ..model.layout import head_grid, kept_mask
@@ -48,7 +46,15 @@ from ..recovery.finetune import FinetuneSettings, recover
 from ..recovery.lsq import lsq_recover
 from ..scoring.api import score_heads
 from ..scoring.cache import batches_fingerprint, model_fingerprint
-from .compress_plan import CompressData, CompressSettings, CostModel, Ladder
+from .compress_plan import (
+    CompressData,
+    CompressResult,
+    CompressSettings,
+    CompressStep,
+    CostModel,
+    Ladder,
+    Stopwatch,
+)
 from .compress_state import StateStore
 
 SLICE_SHARE, SLICE_RANGE = 0.1, (8, 500)  # a distillation slice: a tenth of the loop's time, in steps
@@ -56,67 +62,7 @@ POLISH_SLICES = 4  # the polish distils at most this many slices
 RESERVE_MARGIN = 1.15  # the final evaluations' estimate, padded
 METRIC_KEY = "accuracy"  # classification accuracy; next-token accuracy for language models
 
-
-@dataclass(frozen=True)
-class CompressStep(Record):
-    """One candidate of the trajectory: phase, heads removed / kept, `val` on the validation examples,
-    accepted or rolled back, its distillation steps, wall seconds (its own, and since the start) and, for
-    the final and the retraining-free model, `test` (measured once, at the end)."""
-
-    step: int
-    phase: str
-    heads_removed: int
-    heads_kept: int
-    val: float
-    accepted: bool
-    distill_steps: int
-    seconds: float
-    elapsed: float
-    test: float | None = None
-
-
-@dataclass(frozen=True)
-class CompressResult(Record):
-    """The compressed model's mask and quality (`metric_key` on validation `val` and test `test`, beside the
-    dense model's), the retraining-free result (least squares only: keep, heads_removed, heads_removed_frac,
-    val, test, stopped_by), the trajectory, why it stopped ("target", "budget", "time", "cancelled"), wall
-    seconds in all, the plan (costs, slice length, budget), the examples used, and where it was saved."""
-
-    keep: torch.Tensor
-    heads_total: int
-    heads_removed: int
-    heads_removed_frac: float
-    metric_key: str
-    max_drop: float
-    dense_val: float
-    val: float
-    threshold: float
-    dense_test: float | None
-    test: float | None
-    retraining_free: dict
-    trajectory: list
-    stopped_by: str
-    seconds: float
-    distill_steps: int
-    plan: dict
-    examples: dict
-    resumed: bool = False
-    saved: str | None = None
-
-    def report(self) -> dict:
-        """The flat JSON report (`headprune compress --json`, `compress_report.json`, bench/compress.py)."""
-        out = {k: v for k, v in self.to_dict().items() if k not in ("keep", "retraining_free", "test", "dense_test",
-                                                                      "val", "dense_val")}
-        rf = self.retraining_free
-        out.update(heads_kept=self.heads_total - self.heads_removed, dense_val_acc=self.dense_val,
-                   compressed_val_acc=self.val, dense_test_acc=self.dense_test, compressed_test_acc=self.test,
-                   retraining_free_heads_removed=rf["heads_removed"],
-                   retraining_free_heads_removed_frac=rf["heads_removed_frac"], retraining_free_val_acc=rf["val"],
-                   retraining_free_test_acc=rf["test"], retraining_free_stopped_by=rf["stopped_by"],
-                   kept_heads=[row.nonzero().flatten().tolist() for row in self.keep],
-                   retraining_free_kept_heads=[row.nonzero().flatten().tolist() for row in rf["keep"]])
-        return out
-
+__all__ = ["CompressData", "CompressResult", "CompressSettings", "CompressStep", "compress"]
 
 
 def _as_list(tensor: torch.Tensor) -> list:
@@ -126,25 +72,6 @@ def _as_list(tensor: torch.Tensor) -> list:
 
 def _as_tensor(rows: list, dtype=torch.float32) -> torch.Tensor:
     return torch.tensor([[math.nan if v is None else v for v in row] for row in rows], dtype=dtype)
-
-
-class _Stopwatch:
-    """A progress callback that notes when each unit of work (a batch, a training step) ends, so that per-unit
-    time can be measured without the first unit's warm-up."""
-
-    def __init__(self):
-        self.ends: list[float] = []
-        self.began = time.perf_counter()
-
-    def __call__(self, fraction: float, message: str = "") -> None:
-        self.ends.append(time.perf_counter())
-
-    def per_item(self, units: list) -> float:
-        """Seconds per item after the first unit (items: a batch's examples; a unit without a batch: 1)."""
-        sizes = [int(u["input_ids"].shape[0]) if isinstance(u, dict) else 1 for u in units]
-        if len(self.ends) < 2 or len(self.ends) != len(sizes):
-            return (self.ends[-1] - self.began) / max(1, sum(sizes)) if self.ends else 0.0
-        return (self.ends[-1] - self.ends[0]) / max(1, sum(sizes[1:]))
 
 
 class _Run:
@@ -219,7 +146,7 @@ class _Run:
     def start(self) -> None:
         """Measure the dense model (validation: the threshold and the per-example time; a distillation probe),
         plan the time, score the dense model's heads."""
-        watch = _Stopwatch()
+        watch = Stopwatch()
         dense = evaluate(self.dense, self.data.judge, progress=watch)
         step_s = self.probe() if self.s.distill else 0.0
         self.costs = costs = CostModel(forward_s=watch.per_item(self.data.judge), step_s=step_s)
@@ -243,10 +170,10 @@ class _Run:
     def probe(self) -> float:
         """Seconds of one distillation step at dense size: three steps on a copy of the dense model, timed from
         the end of the first (its warm-up excluded)."""
-        watch = _Stopwatch()
+        watch = Stopwatch()
         recover(self.dense, self.data.train[:3], FinetuneSettings(max_steps=3, lr=self.s.lr), teacher=self.dense,
                 progress=watch)
-        return watch.per_item([None] * 3)
+        return max(watch.per_item([None] * 3), 1e-6)
 
     # ------------------------------------------------------------------------------------ the climb
     def climb(self, phase: str) -> str:
@@ -288,8 +215,7 @@ class _Run:
         progress = self.part(costs[0], f"{phase}: trying {int((~keep).sum())} heads removed")
         base = self.dense if phase == "least-squares" else self.model
         report(progress, 0.0, "least squares")
-        recovery = lsq_recover(base, keep, self.data.calib, method=self.s.lsq_method, target=self.s.lsq_target)
-        model = prune(recovery.bake(base), keep)
+        model = self.refit(base, keep)
         if steps:
             model = self.distil(model, steps, progress)
             if model is None:
@@ -308,6 +234,11 @@ class _Run:
         self.save(model if accepted else None)
         return True
 
+    def refit(self, base, keep: torch.Tensor):
+        """`base` physically pruned to `keep`, the kept heads' output projections refitted by least squares."""
+        recovery = lsq_recover(base, keep, self.data.calib, method=self.s.lsq_method, target=self.s.lsq_target)
+        return prune(recovery.bake(base), keep)
+
     def distil(self, model, steps: int, progress: Progress | None):
         """`model` distilled from the dense model for `steps` steps (seeded per candidate); None if stopped."""
         settings = FinetuneSettings(distill=True, temperature=self.s.temperature, alpha=self.s.alpha, max_steps=steps,
@@ -320,12 +251,13 @@ class _Run:
         return trained
 
     def record(self, phase: str, keep: torch.Tensor, value: float, accepted: bool, steps: int, started: float):
-        kept = int(keep.sum())
-        self.st["steps"].append({"step": len(self.st["steps"]) + 1, "phase": phase, "heads_removed": keep.numel() - kept,
-                                 "heads_kept": kept, "val": value, "accepted": accepted, "distill_steps": steps,
-                                 "seconds": time.perf_counter() - started, "elapsed": self.wall(), "test": None})
+        """A trajectory row (`CompressStep`'s fields) for the candidate `keep`."""
+        kept, rows = int(keep.sum()), self.st["steps"]
+        rows.append({"step": len(rows) + 1, "phase": phase, "heads_removed": keep.numel() - kept, "heads_kept": kept,
+                     "val": value, "accepted": accepted, "distill_steps": steps,
+                     "seconds": time.perf_counter() - started, "elapsed": self.wall(), "test": None})
         if accepted:
-            self.st["best_row"] = len(self.st["steps"]) - 1
+            self.st["best_row"] = len(rows) - 1
 
     # ------------------------------------------------------------------------------------ phases and the end
     def run(self) -> tuple[object, "CompressResult"]:
@@ -386,8 +318,7 @@ class _Run:
         if torch.equal(keep, kept_mask(self.dense)):
             return self.dense
         if self.retraining_free_model is None:
-            recovery = lsq_recover(self.dense, keep, self.data.calib, method=self.s.lsq_method, target=self.s.lsq_target)
-            self.retraining_free_model = prune(recovery.bake(self.dense), keep)
+            self.retraining_free_model = self.refit(self.dense, keep)
         return self.retraining_free_model
 
     def tests(self) -> tuple[float, float, float]:
@@ -398,7 +329,8 @@ class _Run:
         def test(model, keep: torch.Tensor) -> float:
             if id(model) not in found:
                 cost = c.evaluate(n, self.ratio(keep))
-                found[id(model)] = float(evaluate(model, self.data.test, progress=self.part(cost, "testing"))[METRIC_KEY])
+                tested = evaluate(model, self.data.test, progress=self.part(cost, "testing on the test split"))
+                found[id(model)] = float(tested[METRIC_KEY])
                 st["spent"] += cost
             return found[id(model)]
 

@@ -1,18 +1,31 @@
-"""The inputs and the plan of a compress run (`headprune.search.compress`): its settings and data, the cost
-model its time ledger runs on, and the ladder of sizes it climbs."""
+"""The parts of a compress run (`headprune.search.compress`): its settings and data, the cost model its time
+ledger runs on (measured by `Stopwatch`), the ladder of sizes it climbs, and its typed results."""
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import torch
 
 from ..core.errors import UserError
 from ..core.records import Record
-from ..core.types import COMPRESS_UNITS, RECOVERY_METHODS, RECOVERY_TARGETS, CompressUnit, RecoveryMethod, RecoveryTarget
+from ..core.types import (
+    COMPRESS_UNITS,
+    RECOVERY_METHODS,
+    RECOVERY_TARGETS,
+    CompressUnit,
+    RecoveryMethod,
+    RecoveryTarget,
+)
 from ..model.layout import head_grid, kv_group_size
 from ..model.units import uniform_head_counts
-from .masks import check_min_heads, least_important, removable_heads, uniform_least_important
+from .masks import (
+    check_min_heads,
+    least_important,
+    removable_heads,
+    uniform_least_important,
+)
 
 RESCORE_METRICS = ("gradient", "fisher", "magnitude")  # cheap enough to re-score after every step
 SCORE_PASSES = {"gradient": 2.2, "fisher": 2.2, "magnitude": 0.0}  # forward-pass equivalents (bench/score_speed.py)
@@ -51,7 +64,7 @@ class CompressSettings:
     def check(self) -> None:
         """`UserError` naming the setting for anything out of range, before any work."""
         def number(value) -> bool:
-            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
         def count(value, low: int) -> bool:
             return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= low)
@@ -63,7 +76,8 @@ class CompressSettings:
              f"the time budget must be a finite number of seconds > 0; got {self.time_budget!r}"),
             (self.target_heads is None or (number(self.target_heads) and 0 < self.target_heads <= 1), "target_heads",
              f"the target is the fraction of all heads to remove, in (0, 1]; got {self.target_heads!r}"),
-            (self.unit in COMPRESS_UNITS, "unit", f"unit must be one of {', '.join(COMPRESS_UNITS)}; got {self.unit!r}"),
+            (self.unit in COMPRESS_UNITS, "unit",
+             f"unit must be one of {', '.join(COMPRESS_UNITS)}; got {self.unit!r}"),
             (self.metric in RESCORE_METRICS, "metric", f"compress re-scores heads after every step: choose one of "
                                                        f"{', '.join(RESCORE_METRICS)}; got {self.metric!r}"),
             (number(self.step_fraction) and 0 < self.step_fraction <= 1, "step_fraction",
@@ -124,6 +138,86 @@ class CostModel(Record):
 
     def distil(self, steps: int, ratio: float) -> float:
         return steps * self.step_s * (1 + 3 * ratio) / 4
+
+
+class Stopwatch:
+    """A progress callback that notes when each unit of work (a batch, a training step) ends, so that per-unit
+    time can be measured without the first unit's warm-up."""
+
+    def __init__(self):
+        self.ends: list[float] = []
+        self.began = time.perf_counter()
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        self.ends.append(time.perf_counter())
+
+    def per_item(self, units: list) -> float:
+        """Seconds per item after the first unit (items: a batch's examples; a unit without a batch: 1)."""
+        sizes = [int(u["input_ids"].shape[0]) if isinstance(u, dict) else 1 for u in units]
+        if len(self.ends) < 2 or len(self.ends) != len(sizes):
+            return (self.ends[-1] - self.began) / max(1, sum(sizes)) if self.ends else 0.0
+        return (self.ends[-1] - self.ends[0]) / max(1, sum(sizes[1:]))
+
+
+@dataclass(frozen=True)
+class CompressStep(Record):
+    """One candidate of the trajectory: phase, heads removed / kept, `val` on the validation examples,
+    accepted or rolled back, its distillation steps, wall seconds (its own, and since the start) and, for
+    the final and the retraining-free model, `test` (measured once, at the end)."""
+
+    step: int
+    phase: str
+    heads_removed: int
+    heads_kept: int
+    val: float
+    accepted: bool
+    distill_steps: int
+    seconds: float
+    elapsed: float
+    test: float | None = None
+
+
+@dataclass(frozen=True)
+class CompressResult(Record):
+    """The compressed model's mask and quality (`metric_key` on validation `val` and test `test`, beside the
+    dense model's), the retraining-free result (least squares only: keep, heads_removed, heads_removed_frac,
+    val, test, stopped_by), the trajectory, why it stopped ("target", "budget", "time", "cancelled"), wall
+    seconds in all, the plan (costs, slice length, budget), the examples used, and where it was saved."""
+
+    keep: torch.Tensor
+    heads_total: int
+    heads_removed: int
+    heads_removed_frac: float
+    metric_key: str
+    max_drop: float
+    dense_val: float
+    val: float
+    threshold: float
+    dense_test: float | None
+    test: float | None
+    retraining_free: dict
+    trajectory: list
+    stopped_by: str
+    seconds: float
+    distill_steps: int
+    plan: dict
+    examples: dict
+    resumed: bool = False
+    saved: str | None = None
+
+    def report(self) -> dict:
+        """The flat JSON report (`headprune compress --json`, `compress_report.json`, bench/compress.py)."""
+        out = {k: v for k, v in self.to_dict().items() if k not in ("keep", "retraining_free", "test", "dense_test",
+                                                                      "val", "dense_val")}
+        rf = self.retraining_free
+        out.update(heads_kept=self.heads_total - self.heads_removed, dense_val_acc=self.dense_val,
+                   compressed_val_acc=self.val, dense_test_acc=self.dense_test, compressed_test_acc=self.test,
+                   retraining_free_heads_removed=rf["heads_removed"],
+                   retraining_free_heads_removed_frac=rf["heads_removed_frac"], retraining_free_val_acc=rf["val"],
+                   retraining_free_test_acc=rf["test"], retraining_free_stopped_by=rf["stopped_by"],
+                   kept_heads=[row.nonzero().flatten().tolist() for row in self.keep],
+                   retraining_free_kept_heads=[row.nonzero().flatten().tolist() for row in rf["keep"]])
+        return out
 
 
 class Ladder:
