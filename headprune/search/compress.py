@@ -40,6 +40,7 @@ from ..core.errors import UserError
 from ..core.progress import Progress, format_seconds, report
 from ..evaluation.cost import flops_per_token
 from ..evaluation.loop import evaluate
+from ..model.forward import model_device
 from ..model.layout import head_grid, kept_mask
 from ..model.surgery import prune
 from ..recovery.finetune import FinetuneSettings, recover
@@ -139,7 +140,8 @@ class _Run:
             self.store.write(self.st, model)
 
     def restore(self, state: dict, model) -> None:
-        self.st, self.model, self.resumed = state, model if model is not None else self.dense, True
+        self.st, self.resumed = state, True
+        self.model = model.to(model_device(self.dense)) if model is not None else self.dense
         self.costs = CostModel(**state["plan"]["costs"])
         self.started = time.perf_counter() - state["wall"]
 
@@ -248,7 +250,7 @@ class _Run:
         if done.stopped:
             return None
         self.st["distilled"] += done.steps
-        return trained
+        return trained.to(model_device(self.dense))  # trained where Accelerate puts it; kept beside the dense model
 
     def record(self, phase: str, keep: torch.Tensor, value: float, accepted: bool, steps: int, started: float):
         """A trajectory row (`CompressStep`'s fields) for the candidate `keep`."""

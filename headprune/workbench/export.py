@@ -12,7 +12,7 @@ import torch
 from ..core.errors import UserError
 from ..core.records import Record
 from ..core.versions import library_versions
-from ..model.forward import forward_logits
+from ..model.forward import forward_logits, model_device, to_device
 from ..model.intervene import masked
 from ..model.layout import parameter_count
 from ..model.storage import save_pruned
@@ -96,13 +96,13 @@ def save_checked(workload: Workload, model, folder, *, meta: Mapping[str, Any] |
     batch = workload.batches[0]
     if expected is None:
         with torch.inference_mode():
-            expected = forward_logits(model, batch)
+            expected = forward_logits(model, to_device(batch, model_device(model)))
     path = save_pruned(model, Path(folder).expanduser(), workload.loaded.tokenizer, meta=dict(meta or {}),
                        overwrite=overwrite, extra_files=extra_files)
     reloaded = load_model(str(path)).model
     with torch.inference_mode():
-        got = forward_logits(reloaded, batch)
-    diff = float((expected - got).abs().max())
+        got = forward_logits(reloaded, to_device(batch, model_device(reloaded)))
+    diff = float((expected.cpu() - got.cpu()).abs().max())
     return ExportReport(path=str(path), max_abs_diff=diff, matches=diff < 1e-3, recovered=recovered,
                         params_before=parameter_count(workload.model), params_after=parameter_count(reloaded),
                         seconds=time.perf_counter() - start)
