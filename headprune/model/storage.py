@@ -71,13 +71,15 @@ def save_pruned(model: nn.Module, path: str | Path, tokenizer=None, *, meta: dic
     """
     path = Path(path)
     record = pruned_record(model, meta)
+    extra_files = dict(extra_files or {})
+    for name in extra_files:
+        if Path(name).name != name or name in ("", ".", "..", PRUNED_FILE):
+            raise UserError(f"an extra file needs a plain file name other than {PRUNED_FILE}; got {name!r}")
     with atomic_directory(path, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        for name, text in (extra_files or {}).items():
-            if Path(name).name != name or name == PRUNED_FILE:
-                raise UserError(f"an extra file is named by a plain file name other than {PRUNED_FILE}; got {name!r}")
+        for name, text in extra_files.items():
             atomic_write_text(tmp / name, text)
         atomic_write_text(tmp / PRUNED_FILE, json.dumps(record, indent=2) + "\n")
     return path
