@@ -488,6 +488,9 @@ _TRAJECTORY_COLUMNS = ("step", "phase", "heads_removed", "val", "accepted")
 def _trajectory(trajectory, heads_total: int) -> pd.DataFrame:
     """The compress trajectory (rows of `CompressStep`s or a frame) with ``pct``: percent of heads removed."""
     frame = pd.DataFrame([dict(row) for row in trajectory]) if not isinstance(trajectory, pd.DataFrame) else trajectory
+    if frame.empty and not len(frame.columns):  # a run stopped before its first candidate
+        dtypes = {"step": int, "phase": object, "heads_removed": int, "val": float, "accepted": bool}
+        frame = pd.DataFrame({c: pd.Series(dtype=dtypes[c]) for c in _TRAJECTORY_COLUMNS})
     _require_columns(frame, "trajectory", _TRAJECTORY_COLUMNS)
     if not heads_total > 0 or (frame["heads_removed"] > heads_total).any():
         raise ValueError(f"heads_total must be the number of heads (> 0, at least every heads_removed); got {heads_total}")

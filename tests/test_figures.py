@@ -313,6 +313,8 @@ def test_compress_trace_overlays_a_curves_figure_and_bad_input_is_refused():
     fig = figures.add_compress_trace(figures.curves_figure(_curves()), _trajectory(), heads_total=12)
     trace = fig.data[-1]
     assert trace.name == "compress (its validation set)" and len(trace.x) == 4  # the kept models only
+    empty = figures.compress_figure([], heads_total=12, dense=0.8, threshold=0.7, test=0.8)  # stopped before a step
+    assert [t.name for t in empty.data] == ["kept models (from dense)", "final model, test"]
     with pytest.raises(ValueError, match=r"missing \['accepted'\]"):
         figures.compress_figure(_trajectory().drop(columns="accepted"), heads_total=12, dense=0.8, threshold=0.7)
     with pytest.raises(ValueError, match="heads_total"):

@@ -148,8 +148,10 @@ class _Run:
     def start(self) -> None:
         """Measure the dense model (validation: the threshold and the per-example time; a distillation probe),
         plan the time, score the dense model's heads."""
+        self.setup_report(f"measuring the dense model on {self.counts['judge']} validation examples")
         watch = Stopwatch()
         dense = evaluate(self.dense, self.data.judge, progress=watch)
+        self.setup_report("timing a distillation step")
         step_s = self.probe() if self.s.distill else 0.0
         self.costs = costs = CostModel(forward_s=watch.per_item(self.data.judge), step_s=step_s)
         spent = self.wall()  # everything so far (data preparation by the caller included), measured once
@@ -165,9 +167,13 @@ class _Run:
         self.st = {"plan": plan, "phase": "least-squares", "keep": _as_list(keep), "val": dense[METRIC_KEY],
                    "scores": None, "upper": None, "spent": spent, "wall": spent, "distilled": 0, "steps": [],
                    "retraining_free": None, "stopped_by": None, "best_row": None, "model_dir": None}
+        self.setup_report(f"scoring the heads ({self.s.metric}) on {self.counts['calib']} training examples")
         self.st["scores"] = self.rescore(self.dense)
         self.st["spent"] += costs.score(self.counts["calib"], 1.0, self.s.metric) if self.order is None else 0.0
         self.save()
+
+    def setup_report(self, message: str) -> None:
+        report(self.progress, self.wall() / self.s.time_budget, f"setting up: {message}")
 
     def probe(self) -> float:
         """Seconds of one distillation step at dense size: three steps on a copy of the dense model, timed from
