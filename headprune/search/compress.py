@@ -22,10 +22,11 @@ left (at most 4 slices) and keeps it if it still meets the budget. The test spli
 (dense, retraining-free and final model); decisions never see it.
 
 Time: every decision is taken on a ledger of estimated seconds (`CostModel`: per-example forward time measured
-on the dense model's validation pass, per-step distillation time measured by a short probe, both scaled by a
-candidate's FLOP ratio), so a resumed run decides exactly as the uninterrupted one would (the plan is saved
-with the state). The wall clock is a hard stop on top: a slice still running at the deadline is abandoned.
-A share of the budget is held back for the final evaluations.
+on the dense model's validation pass, per-step distillation time measured by a short probe, the time of a model
+copy, all scaled by a candidate's FLOP ratio), so a resumed run decides exactly as the uninterrupted one would
+(the plan is saved with the state). The ledger keeps the final test evaluations' estimate (padded by 15%) in
+reserve; the wall clock is a hard stop at the time budget less the unpadded estimate: a slice still running
+then is abandoned.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from ..evaluation.cost import flops_per_token
 from ..evaluation.loop import evaluate
 from ..model.forward import model_device
 from ..model.layout import head_grid, kept_mask
+from ..model.intervene import private_copy
 from ..model.surgery import prune
 from ..recovery.finetune import FinetuneSettings, recover
 from ..recovery.lsq import lsq_recover
@@ -105,7 +107,7 @@ class _Run:
 
     def stopping(self) -> bool:
         """Asked between operations and before every training step: a stop request, or the wall-clock deadline."""
-        return self.cancelled() or (bool(self.st) and self.wall() > self.st["plan"]["budget_s"])
+        return self.cancelled() or (bool(self.st) and self.wall() > self.st["plan"]["deadline_s"])
 
     def part(self, cost: float, what: str) -> Progress | None:
         """Progress of one operation estimated at `cost` seconds, on the bar of the whole time budget."""
@@ -153,15 +155,18 @@ class _Run:
         dense = evaluate(self.dense, self.data.judge, progress=watch)
         self.setup_report("timing a distillation step")
         step_s = self.probe() if self.s.distill else 0.0
-        self.costs = costs = CostModel(forward_s=watch.per_item(self.data.judge), step_s=step_s)
+        copied = time.perf_counter()
+        private_copy(self.dense)
+        self.costs = costs = CostModel(forward_s=watch.per_item(self.data.judge), step_s=step_s,
+                                       copy_s=time.perf_counter() - copied)
         spent = self.wall()  # everything so far (data preparation by the caller included), measured once
-        reserve = RESERVE_MARGIN * 3 * costs.evaluate(self.counts["test"])  # dense, retraining-free, final on test
-        budget = self.s.time_budget - reserve
+        final = 3 * costs.evaluate(self.counts["test"])  # dense, retraining-free and final model on test
+        budget = self.s.time_budget - RESERVE_MARGIN * final
         slices = self.s.distill_steps or (min(max(round(SLICE_SHARE * (budget - spent) / step_s), SLICE_RANGE[0]),
                                               SLICE_RANGE[1]) if step_s else 0)
         threshold = dense[METRIC_KEY] - self.s.max_drop / 100
         plan = {"costs": costs.to_dict(), "dense_val": dense[METRIC_KEY], "threshold": threshold, "setup_s": spent,
-                "reserve_s": reserve, "budget_s": budget, "slice_steps": slices,
+                "budget_s": budget, "deadline_s": self.s.time_budget - final, "slice_steps": slices,
                 "least_squares_until": spent + self.s.retraining_free_share * max(0.0, budget - spent)}
         keep = kept_mask(self.dense)
         self.st = {"plan": plan, "phase": "least-squares", "keep": _as_list(keep), "val": dense[METRIC_KEY],
@@ -210,9 +215,10 @@ class _Run:
     def step_costs(self, phase: str, keep: torch.Tensor, candidate: torch.Tensor) -> tuple[float, float]:
         """Estimated seconds of one candidate: (refit + distillation + judgement, scoring if accepted)."""
         c, n, ratio = self.costs, self.counts, self.ratio(candidate)
-        build = c.refit(n["calib"], 1.0 if phase == "least-squares" else self.ratio(keep))
+        base = 1.0 if phase == "least-squares" else self.ratio(keep)
+        build = c.refit(n["calib"], base) + c.copies(2, base)  # least squares on the base; bake and prune copy it
         if phase == "distil":
-            build += c.distil(self.st["plan"]["slice_steps"], ratio)
+            build += c.distil(self.st["plan"]["slice_steps"], ratio) + c.copies(1, ratio)
         rescore = c.score(n["calib"], ratio, self.s.metric) if self.order is None else 0.0
         return build + c.evaluate(n["judge"], ratio), rescore
 
@@ -306,7 +312,7 @@ class _Run:
         steps = min(wanted, affordable)
         if steps < (1 if self.s.polish_steps is not None else max(1, plan["slice_steps"] // 4)):
             return True
-        started, cost = time.perf_counter(), self.costs.distil(steps, ratio) + judge
+        started, cost = time.perf_counter(), self.costs.distil(steps, ratio) + self.costs.copies(1, ratio) + judge
         model = self.distil(self.model, steps, self.part(cost, f"polish: {steps} distillation steps"))
         if model is None:
             return not self.cancelled()

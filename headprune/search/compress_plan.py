@@ -122,10 +122,15 @@ class CompressData:
 class CostModel(Record):
     """Estimated seconds of the loop's operations: `forward_s` per example of a dense forward pass, `step_s`
     per distillation step at dense size (teacher forward + student forward and backward, about 4 passes of
-    which the student's 3 shrink with the FLOP ratio); a pruned model's work scales with its FLOP ratio."""
+    which the student's 3 shrink with the FLOP ratio), `copy_s` per copy of the dense model (every refit,
+    pruning and fine-tune works on its own copy); a pruned model's work scales with its FLOP ratio."""
 
     forward_s: float
     step_s: float
+    copy_s: float = 0.0
+
+    def copies(self, count: int, ratio: float) -> float:
+        return count * self.copy_s * ratio
 
     def evaluate(self, examples: int, ratio: float = 1.0) -> float:
         return examples * self.forward_s * ratio
