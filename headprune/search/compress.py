@@ -42,8 +42,8 @@ from ..core.progress import Progress, format_seconds, report
 from ..evaluation.cost import flops_per_token
 from ..evaluation.loop import evaluate
 from ..model.forward import model_device
-from ..model.layout import head_grid, kept_mask
 from ..model.intervene import private_copy
+from ..model.layout import head_grid, kept_mask
 from ..model.surgery import prune
 from ..recovery.finetune import FinetuneSettings, recover
 from ..recovery.lsq import lsq_recover
