@@ -9,7 +9,6 @@ import streamlit as st
 import torch
 
 from app_pages import _ui as ui
-from headprune.core.outputs import check_output
 from headprune.core.progress import format_seconds
 from headprune.deploy import LatencySettings
 from headprune.figures import cost_bars_figure
@@ -151,7 +150,7 @@ def _onnx_result(found: dict, code: str) -> None:
 def onnx_section(keep: torch.Tensor, *, default_path: str) -> None:
     """The ONNX file of `keep`'s pruned model: path (checked before any work), recovery, and a background job that
     exports, checks parity and times ONNX Runtime."""
-    bench, w, ss = ui.bench(), ui.workload(), st.session_state
+    bench, ss = ui.bench(), st.session_state
     st.caption("Heads are physically removed; the graph takes token ids with any batch size and length and returns "
                "logits. It is checked in ONNX Runtime against PyTorch on the first live examples and, if you like, "
                f"timed there dense vs pruned. {NO_KV_CACHE}")
@@ -169,8 +168,7 @@ def onnx_section(keep: torch.Tensor, *, default_path: str) -> None:
     seq_len = c2.number_input("tokens", 8, 2048, 128, step=8, key="onnx_seq", disabled=not time_it)
     if st.button("Export to ONNX", type="primary", disabled=ui.job("onnx").snapshot()["status"] == "running"):
         try:
-            protect = [Path(p) for p in (w.loaded.model_id, w.data_spec) if p and Path(p).exists()]
-            target = check_output(path, "onnx", overwrite=replace, protect=protect)
+            target = ui.output_path(path, "onnx", replace=replace)
         except Exception as exc:
             ui.error("Could not export to ONNX", exc)
         else:

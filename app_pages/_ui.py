@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 
 from headprune.core.errors import UserError
 from headprune.core.log import log_internal_error
+from headprune.core.outputs import check_output
 from headprune.core.roots import PathPolicy
 from headprune.scoring.registry import METRICS
 from headprune.workbench import Workbench, Workload, open_workload
@@ -116,6 +118,14 @@ def new_json_upload(upload, key: str):
         return json.loads(upload.getvalue().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"{upload.name} is not valid JSON ({exc})") from None
+
+
+def output_path(text: str, kind: str, *, replace: bool) -> Path:
+    """Where an export typed in a page may be written, checked before any work: confined to the exports root when
+    the dashboard is served to a class (`policy`), then `headprune.core.outputs.check_output` (never the model
+    or the data, never someone else's files, an earlier headprune output of this `kind` only with `replace`)."""
+    w = workload()
+    return check_output(policy().writable(text), kind, overwrite=replace, protect=[w.loaded.model_id, w.data_spec])
 
 
 def quality_key(result) -> tuple[str, str]:

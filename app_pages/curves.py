@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from app_pages import _compress
 from app_pages import _ui as ui
 from headprune.figures import curves_figure
 
@@ -44,7 +45,8 @@ else:
     except Exception as exc:
         ui.error("Could not evaluate the current mask", exc)
         current = None
-    st.plotly_chart(curves_figure(result["curves"], baseline=result["baseline"] if y == "accuracy" else None,
-                                  current=current, dense_accuracy=w.dense.get(y), y=y), key="curves_fig")
+    fig = curves_figure(result["curves"], baseline=result["baseline"] if y == "accuracy" else None, current=current,
+                        dense_accuracy=w.dense.get(y), y=y)
+    st.plotly_chart(_compress.overlay(fig) if y == "accuracy" else fig, key="curves_fig")
     with st.expander("The numbers"):
         st.dataframe(result["curves"], hide_index=True)

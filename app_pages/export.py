@@ -7,9 +7,9 @@ from pathlib import Path
 
 import streamlit as st
 
+from app_pages import _compress
 from app_pages import _deploy as deploy
 from app_pages import _ui as ui
-from headprune.core.outputs import check_output
 from headprune.core.progress import format_seconds
 from headprune.model.schema import mask_from_dict, mask_to_dict
 from headprune.model.storage import save_pruned
@@ -49,13 +49,6 @@ def _record_json(workload_key: str, mask_code: str, after_items: tuple, latency_
     return json.dumps(body, indent=2, default=float) + "\n"
 
 
-def output_target(path_text: str, *, replace: bool) -> Path:
-    """The folder to write, checked before any work: confined to the exports root when the dashboard is served
-    to a class (`headprune.core.roots`), then `headprune.core.outputs.check_output`."""
-    target = ui.policy().writable(path_text)
-    return check_output(target, "pruned-model", overwrite=replace, protect=[w.loaded.model_id, w.data_spec])
-
-
 # ------------------------------------------------------------------------------------------ mask JSON
 st.subheader("1 · Mask file")
 after_items = tuple(sorted((k, v) for k, v in after.items() if isinstance(v, (int, float))))
@@ -93,7 +86,8 @@ st.caption("Heads are physically removed (smaller weights, faster); the folder r
            "`headprune.load_pruned` (Llama-family models that keep as many heads in every layer also load with plain "
            "`from_pretrained`). It is checked by reloading it and comparing its outputs with the masked (or recovered) "
            "model. An existing folder is never replaced unless it is an earlier headprune export and you say so.")
-default = f"{name}-{kept}heads" if ui.policy().served else str(Path.home() / "headprune-exports" / f"{name}-{kept}heads")
+base = name if ui.policy().served else str(Path.home() / "headprune-exports" / name)  # served: under the exports root
+default = f"{base}-{kept}heads"
 folder = st.text_input("Folder", value=ss.get("export_folder_value", default), key="export_folder")
 ss["export_folder_value"] = folder
 replace = st.checkbox("Replace it if it is an earlier headprune export", key="export_replace")
@@ -103,7 +97,7 @@ with_recovery = recovered is not None and st.checkbox(
     key="export_recovery")
 if st.button("Write the pruned model", type="primary"):
     try:
-        target = output_target(folder, replace=replace)
+        target = ui.output_path(folder, "pruned-model", replace=replace)
         with st.spinner("pruning, saving, reloading and comparing outputs…"):
             meta = json.loads(text)["meta"]
             if with_recovery:
@@ -163,7 +157,7 @@ if snap["status"] == "done" and snap["result"]:
         replace_ft = st.checkbox("Replace it if it is an earlier headprune export", key="ft_replace")
         if st.button("Save fine-tuned model"):
             try:
-                target = output_target(target_text, replace=replace_ft)
+                target = ui.output_path(target_text, "pruned-model", replace=replace_ft)
                 path = save_pruned(snap["result"]["model"], target, w.loaded.tokenizer, overwrite=replace_ft,
                                    meta={"recovery": {k: report[k] for k in ("steps", "mean_loss", "final_loss", "settings")}})
                 st.success(f"Saved {path}")
@@ -173,3 +167,6 @@ if snap["status"] == "done" and snap["result"]:
 # ------------------------------------------------------------------------------------------ ONNX
 st.subheader("4 · ONNX file for ONNX Runtime")
 deploy.onnx_section(keep, default_path=default + ".onnx")
+
+# ------------------------------------------------------------------------------------------ compress to a target
+_compress.section(base)

@@ -394,3 +394,41 @@ def test_served_mode_confines_typed_paths_to_the_roots(served, tmp_path):
     next(b for b in app.button if b.label == "Write the pruned model").click().run()
     _no_exceptions(app)
     assert (roots["exports"] / "alice" / "m1" / "headprune_pruned.json").is_file(), [e.value for e in app.error]
+
+
+def test_compress_to_a_target_runs_in_the_background_and_shows_on_the_curves(workspace, tmp_path, monkeypatch):
+    """Export → Compress on data with splits: a background job (progress, Cancel) that saves the smallest model
+    within budget and draws its trajectory; the Curves page overlays the run."""
+    model_dir, data = workspace
+    rows = data.read_text().splitlines()
+    split = tmp_path / "split.csv"
+    split.write_text("\n".join([rows[0] + ",split"] + [f"{r},{'train' if i < 60 else 'validation' if i < 78 else 'test'}"
+                                                        for i, r in enumerate(rows[1:])]) + "\n")
+    monkeypatch.setenv("HEADPRUNE_MODEL", str(model_dir))
+    monkeypatch.setenv("HEADPRUNE_DATA", str(split))
+    monkeypatch.setenv("HEADPRUNE_LIVE_EXAMPLES", "8")
+    monkeypatch.setenv("HEADPRUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("headprune.search.compress.SLICE_RANGE", (2, 4))  # short distillation slices: a quick run
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page("app_pages/export.py").run()
+    _no_exceptions(at)
+    at.number_input(key="compress_drop").set_value(50.0)  # anything passes: the run climbs to the top of the ladder
+    at.number_input(key="compress_seconds").set_value(120)
+    at.text_input(key="compress_folder").set_value(str(tmp_path / "small")).run()
+    next(b for b in at.button if b.label == "Compress").click().run()
+    assert at.session_state["jobs"]["compress"].wait(300)["status"] == "done"
+    at.run()
+    _no_exceptions(at)
+    assert not at.error, [e.value for e in at.error]
+    assert any("Wrote" in s.value and "compress_report.json" in s.value for s in at.success)
+    report = json.loads((tmp_path / "small" / "compress_report.json").read_text())
+    assert report["examples"]["judge"] == 10 and report["examples"]["test"] == 18  # validation apart from the live set
+    assert report["heads_removed"] == 6 and report["stopped_by"] == "target"  # 2 layers × 4 heads, 1 kept in each
+    assert any(m.label == "heads kept" for m in at.metric)
+    at.switch_page("app_pages/curves.py").run()
+    next(b for b in at.button if b.label == "Compute curves").click().run()
+    assert at.session_state["jobs"]["curves"].wait(300)["status"] == "done"
+    at.run()
+    _no_exceptions(at)
+    assert any("last compress run" in c.value for c in at.caption)

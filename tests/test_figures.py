@@ -278,8 +278,46 @@ def test_cost_bars_normalise_to_dense():
     lambda: figures.attention_figure(np.eye(70), ["the"] * 70),
     lambda: figures.attention_mean_explainer_figure(np.full((4, 6), 0.1), _scores(), "fisher"),
     lambda: figures.cost_bars_figure(dict(params=10), dict(params=5), keys=("params",)),
+    lambda: figures.compress_figure(_trajectory(), heads_total=12, dense=0.8, threshold=0.75, test=0.78),
 ])
 def test_every_figure_serialises(build):
     fig = build()
     assert isinstance(fig, go.Figure)
     assert json.loads(fig.to_json())["data"]
+
+
+# -------------------------------------------------------------------------------------------- compress
+def _trajectory():
+    rows = [(1, "least-squares", 6, 0.80, True), (2, "least-squares", 9, 0.70, False), (3, "least-squares", 7, 0.79, True),
+            (4, "distil", 10, 0.80, True), (5, "distil", 11, 0.74, False), (6, "polish", 10, 0.81, True)]
+    return pd.DataFrame([dict(step=s, phase=p, heads_removed=r, val=v, accepted=a, elapsed=10.0 * s, distill_steps=0)
+                         for s, p, r, v, a in rows])
+
+
+def test_compress_trajectory_marks_kept_and_rolled_back_steps_by_phase():
+    fig = figures.compress_figure(_trajectory(), heads_total=12, dense=0.8, threshold=0.75, test=0.79, dense_test=0.8)
+    by_name = {t.name: t for t in fig.data}
+    assert list(by_name["kept models (from dense)"].x) == pytest.approx([0, 50, 700 / 12, 1000 / 12, 1000 / 12])
+    assert list(by_name["kept models (from dense)"].y)[0] == 0.8
+    back = by_name["least-squares (rolled back)"]
+    assert back.marker.symbol == "x-thin-open" and list(back.x) == [75] and list(back.customdata[:, 0]) == [2]
+    assert by_name["distil (kept)"].marker.color == by_name["distil (rolled back)"].marker.color
+    assert by_name["least-squares (kept)"].marker.color != by_name["distil (kept)"].marker.color
+    star = by_name["final model, test"]
+    assert list(star.x) == pytest.approx([1000 / 12]) and list(star.y) == [0.79]
+    assert sorted((s.y0, s.line.dash) for s in fig.layout.shapes) == [(0.75, "dash"), (0.8, "dot")]
+    assert "elapsed" in back.hovertemplate
+
+
+def test_compress_trace_overlays_a_curves_figure_and_bad_input_is_refused():
+    fig = figures.add_compress_trace(figures.curves_figure(_curves()), _trajectory(), heads_total=12)
+    trace = fig.data[-1]
+    assert trace.name == "compress (its validation set)" and len(trace.x) == 4  # the kept models only
+    empty = figures.compress_figure([], heads_total=12, dense=0.8, threshold=0.7, test=0.8)  # stopped before a step
+    assert [t.name for t in empty.data] == ["kept models (from dense)", "final model, test"]
+    with pytest.raises(ValueError, match=r"missing \['accepted'\]"):
+        figures.compress_figure(_trajectory().drop(columns="accepted"), heads_total=12, dense=0.8, threshold=0.7)
+    with pytest.raises(ValueError, match="heads_total"):
+        figures.compress_figure(_trajectory(), heads_total=8, dense=0.8, threshold=0.7)
+    with pytest.raises(ValueError, match="phases must be among"):
+        figures.compress_figure(_trajectory().assign(phase="warm-up"), heads_total=12, dense=0.8, threshold=0.7)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from headprune.core.errors import UserError
 from headprune.evaluation.cost import flops_per_token
 from headprune.evaluation.live import LiveEvaluator
 from headprune.evaluation.loop import evaluate
@@ -13,7 +14,7 @@ from headprune.scoring.api import score_heads
 from headprune.search.budget import budget_mask
 from headprune.search.curves import prune_curve, random_baseline
 from headprune.search.iterative import iterative_scores
-from headprune.search.masks import least_important
+from headprune.search.masks import least_important, uniform_least_important
 from headprune.search.target import target_mask
 
 
@@ -43,6 +44,20 @@ def test_least_important_gqa_units():
     for row in keep.view(keep.shape[0], 2, 3):
         counts = {int(c) for c in row.sum(-1) if c > 0}
         assert len(counts) == 1
+
+
+def test_uniform_masks_keep_the_most_important_whole_groups_in_every_layer():
+    model = tiny_model("llama")  # 3 layers, 6 query heads in 2 KV groups of 3
+    scores = torch.tensor([[1.0, 1, 1, 0, 0, 0], [0, 0, 0, 5, 5, 5], [2, 0, 0, 0, 1, 0]])
+    keep = uniform_least_important(scores, 3, model=model)
+    assert keep.int().tolist() == [[1, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 1], [1, 1, 1, 0, 0, 0]]
+    assert torch.equal(uniform_least_important(scores, 6, model=model), torch.ones(3, 6, dtype=torch.bool))
+    only_second = torch.ones(3, 6, dtype=torch.bool)
+    only_second[0, 0] = False  # layer 0's first group is no longer whole: its second group stays
+    assert uniform_least_important(scores, 3, model=model, keep=only_second)[0].int().tolist() == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(UserError, match="not runtime-safe") as caught:
+        uniform_least_important(scores, 4, model=model)
+    assert caught.value.option == "heads_per_layer"
 
 
 def test_budget_never_violates_what_it_checked():

@@ -241,6 +241,16 @@ def test_save_and_load_pruned_in_fresh_process(tmp_path, family):
     torch.testing.assert_close(reloaded, _logits(pruned, tiny_batch(pruned)), atol=0, rtol=0)
 
 
+def test_extra_files_are_saved_with_the_model_and_odd_names_refused(tmp_path):
+    model = headprune.prune(tiny_model("bert"), _random_keep(tiny_model("bert")))
+    headprune.save_pruned(model, tmp_path / "model", extra_files={"report.json": "{}\n"})
+    assert (tmp_path / "model" / "report.json").read_text() == "{}\n"
+    for name in ("../escape.json", "headprune_pruned.json", ""):
+        with pytest.raises(ValueError, match="plain file name"):
+            headprune.save_pruned(model, tmp_path / "other", extra_files={name: "x"})
+    assert not (tmp_path / "other").exists() and not (tmp_path / "escape.json").exists()
+
+
 def test_interrupted_save_leaves_nothing_that_loads(tmp_path, monkeypatch):
     model = headprune.prune(tiny_model("bert"), _random_keep(tiny_model("bert")))
 

@@ -17,12 +17,23 @@ from ..core.distributed import is_main
 from ..core.errors import UserError
 from ..core.log import log_internal_error, log_to_stderr
 from ..core.records import jsonable
-from . import bench, curves, evaluate, export_onnx, finetune, prune, roles, score
+from . import (
+    bench,
+    compress,
+    curves,
+    evaluate,
+    export_onnx,
+    finetune,
+    prune,
+    roles,
+    score,
+)
 from .common import Command, check_outputs
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 COMMANDS: dict[str, Command] = {c.name: c for c in (evaluate.COMMAND, score.COMMAND, prune.COMMAND, export_onnx.COMMAND,
-                                                    finetune.COMMAND, roles.COMMAND, curves.COMMAND, bench.COMMAND)}
+                                                    finetune.COMMAND, compress.COMMAND, roles.COMMAND, curves.COMMAND,
+                                                    bench.COMMAND)}
 FLAGS = {"max_drop": "--budget", "zero_shot": "--zero-shot", "trust_remote_code": "--trust-remote-code"}
 
 
@@ -47,9 +58,9 @@ def _flag(option: str | None, parser: argparse.ArgumentParser, command: str) -> 
     """The command-line flag of an engine option name, if this command has it."""
     if not option:
         return None
-    flag = FLAGS.get(option, "--" + option.replace("_", "-"))
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
-    return flag if any(flag in a.option_strings for a in sub._actions) else None
+    flags = [f for f in (FLAGS.get(option), "--" + option.replace("_", "-")) if f]
+    return next((f for f in flags if any(f in a.option_strings for a in sub._actions)), None)
 
 
 def user_error_line(exc: UserError, flag: str | None) -> str:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
+import sys
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -149,3 +152,23 @@ def check_outputs(command: Command, args: argparse.Namespace) -> None:
     for i, (path, kind, option) in enumerate(outputs):
         protect = inputs + [other for j, (other, _, _) in enumerate(outputs) if j != i]
         check_output(path, kind, overwrite=bool(getattr(args, "overwrite", False)), protect=protect, option=option)
+
+
+def interruptible(run):
+    """Run `run(should_stop)` with the first Ctrl-C asking it to stop after the current step (a second one
+    aborts at once)."""
+    stop = threading.Event()
+
+    def on_interrupt(signum, frame):  # first Ctrl-C: checkpoint after this step and stop; second: abort now
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nheadprune: stopping after this step and saving what is done (Ctrl-C again to abort)", file=sys.stderr)
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_interrupt) if in_main_thread else None
+    try:
+        return run(stop.is_set)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from ..core.errors import UserError
 from .common import (
@@ -25,7 +26,27 @@ def build(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fractions", default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
                         help="comma-separated fractions of heads removed")
     parser.add_argument("--random-seeds", type=whole, default=3, help="random-order baseline seeds (0: none)")
+    parser.add_argument("--compress-report", default=None, metavar="REPORT.json",
+                        help="also show the kept models of a `headprune compress` run (its compress_report.json)")
     add_output_args(parser)
+
+
+def compress_rows(path: str) -> dict:
+    """The kept models of a compress report (`compress_report.json`): fraction of heads removed and validation
+    quality per accepted step, with the run's dense validation value and final test values."""
+    try:
+        report = json.loads(open(path, encoding="utf-8").read())
+        total, rows = int(report["heads_total"]), report["trajectory"]
+        kept = [{"fraction": r["heads_removed"] / total, "heads_kept": total - r["heads_removed"], "val": r["val"],
+                 "phase": r["phase"], "step": r["step"]} for r in rows if r["accepted"]]
+    except FileNotFoundError:
+        raise UserError(f"no such compress report: {path}", option="compress_report") from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path} is not a compress report (compress_report.json of `headprune compress`): {exc}",
+                        option="compress_report") from None
+    return {"path": path, "kept": kept, "dense_val": report.get("dense_val_acc"), "judged_on":
+            report.get("examples", {}).get("judge"), "test": report.get("compressed_test_acc"),
+            "dense_test": report.get("dense_test_acc")}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -37,6 +58,7 @@ def run(args: argparse.Namespace) -> dict:
         raise UserError(f"--stop-below is a fraction of the dense accuracy in [0, 1], got {args.stop_below}")
     if not 0 < args.step <= 1:
         raise UserError(f"the step must be a fraction in (0, 1], got {args.step}", option="step")
+    compressed = compress_rows(args.compress_report) if args.compress_report else None
     bench = open_bench(args)
     with progress_bar(args, f"curve ({args.metric}, {args.mode})") as bar:
         found = bench.curves([args.metric], [args.mode], fractions, step=args.step, seeds=args.random_seeds,
@@ -44,7 +66,7 @@ def run(args: argparse.Namespace) -> dict:
     baseline = found["baseline"]
     return {"command": "curves", "model": bench.workload.loaded.model_id, "metric": args.metric, "mode": args.mode,
             "curve": found["curves"].to_dict(orient="records"),
-            "random": None if baseline is None else baseline.to_dict(orient="records")}
+            "random": None if baseline is None else baseline.to_dict(orient="records"), "compress": compressed}
 
 
 def render(result: dict) -> str:
@@ -57,6 +79,12 @@ def render(result: dict) -> str:
             r = random[row["fraction"]]
             line += f"  {r['mean']:.4f} ({r['low']:.4f}–{r['high']:.4f})"
         lines.append(line)
+    if result.get("compress"):
+        found = result["compress"]
+        lines.append(f"compress ({found['path']}; validation, {found['judged_on']} examples, dense {found['dense_val']:.4f}; "
+                     f"final test {found['test']:.4f} vs dense {found['dense_test']:.4f})")
+        lines += [f"{row['fraction']:>8.0%} {row['heads_kept']:>6} {row['val']:>9.4f}  {row['phase']}"
+                  for row in found["kept"]]
     return "\n".join(lines)
 
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 
 from ..core.distributed import init, is_main
 from ..core.errors import UserError
@@ -23,6 +21,7 @@ from .common import (
     add_output_args,
     add_overwrite_arg,
     finite,
+    interruptible,
     open_bench,
     positive_int,
     progress_bar,
@@ -91,25 +90,6 @@ def _eval_batches(args: argparse.Namespace, bench) -> tuple[dict, str]:
             for name, split in (("val", "validation"), ("test", "test"))}, "validation and test splits"
 
 
-def _interruptible(run):
-    """Run `run(should_stop)` with the first Ctrl-C asking it to stop after the current step."""
-    stop = threading.Event()
-
-    def on_interrupt(signum, frame):  # first Ctrl-C: checkpoint after this step and stop; second: abort now
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        print("\nheadprune: stopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
-
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_interrupt) if in_main_thread else None
-    try:
-        return run(stop.is_set)
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous)
-
-
 def run(args: argparse.Namespace) -> dict:
     settings = _settings(args)
     init()
@@ -120,7 +100,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.overwrite and not args.resume:  # a fresh start in headprune's own folder (checked before any work)
         clear_checkpoints(folder)
     with progress_bar(args, "fine-tuning") as bar:
-        model, report = _interruptible(lambda should_stop: bench.finetune(
+        model, report = interruptible(lambda should_stop: bench.finetune(
             keep, bench.workload.batches, settings, val_batches=evals.get("val"), test_batches=evals.get("test"),
             checkpoint_dir=folder, checkpoint_every=args.checkpoint_every, resume=args.resume,
             should_stop=should_stop, progress=bar))

@@ -31,6 +31,7 @@ from ..evaluation.loop import evaluate
 from ..model import adapters, layout
 from ..model.layout import kept_mask
 from ..model.surgery import config_rejects_counts
+from ..model.units import uniform_head_counts
 
 HEADPRUNE, TRANSFORMERS, ONNXRUNTIME, FIXED_SHAPE = "headprune", "transformers", "onnxruntime", "fixed-shape"
 RUNTIME_LABELS = {
@@ -165,20 +166,6 @@ def loads_in(model, keep=None) -> LoadsIn:
         fixed,
     )
     return LoadsIn(verdicts, tuple(shapes), int(keep.sum()))
-
-
-def uniform_head_counts(model) -> list[int]:
-    """Query heads per layer a runtime-safe mask may keep (ascending): multiples of the KV group size up to the
-    smallest number of whole groups every layer still stores, that the config class accepts where the family's
-    config can describe pruned heads at all (`config_rejects_counts`)."""
-    size = layout.kv_group_size(model)
-    layers, heads = layout.head_grid(model)
-    whole = kept_mask(model).view(layers, heads // size, size).all(-1)  # (L, G) groups still stored whole
-    most = int(whole.sum(-1).min())
-    counts = [k * size for k in range(1, most + 1)]
-    if adapters.adapter_for(model).explicit_head_dim:
-        counts = [n for n in counts if config_rejects_counts(model.config, n, n // size) is None]
-    return counts
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Mapping
 
 import torch
 from torch import nn
@@ -59,21 +60,28 @@ def pruned_record(model: nn.Module, meta: dict | None = None) -> dict:
 
 
 def save_pruned(model: nn.Module, path: str | Path, tokenizer=None, *, meta: dict | None = None,
-                overwrite: bool = False) -> Path:
+                overwrite: bool = False, extra_files: Mapping[str, str] | None = None) -> Path:
     """Save a (pruned) model: safetensors weights, HF config, and `headprune_pruned.json` (kept heads).
 
     Written atomically: an interrupted save leaves no folder that loads. An existing folder is replaced only
     with `overwrite` (and the caller's own checks of what it is). `load_pruned` loads any shape; plain
     `from_pretrained` works too when every layer keeps the same head counts (GQA families only) and the config
     class accepts them (`config_rejects_counts`; e.g. LlamaConfig wants hidden_size % heads == 0):
-    `loads_with_from_pretrained` in the JSON says which.
+    `loads_with_from_pretrained` in the JSON says which. `extra_files` ({file name: text}, e.g. a report) are
+    written into the folder with the rest, in the same atomic step.
     """
     path = Path(path)
     record = pruned_record(model, meta)
+    extra_files = dict(extra_files or {})
+    for name in extra_files:
+        if Path(name).name != name or name in ("", ".", "..", PRUNED_FILE):
+            raise UserError(f"an extra file needs a plain file name other than {PRUNED_FILE}; got {name!r}")
     with atomic_directory(path, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        for name, text in extra_files.items():
+            atomic_write_text(tmp / name, text)
         atomic_write_text(tmp / PRUNED_FILE, json.dumps(record, indent=2) + "\n")
     return path
 

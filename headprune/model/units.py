@@ -5,6 +5,7 @@ With GQA, query heads share key/value heads (groups). Three ways to choose what 
 * "group-equal": every kept group of a layer keeps the same number of query heads (no KV copies when
   physically pruned, see `prune`);
 * "kv-group": whole groups only, the only mode that shrinks the KV cache for every removed head.
+`uniform_head_counts`: the query heads per layer a runtime-safe (same in every layer, whole groups) mask may keep.
 """
 from __future__ import annotations
 
@@ -12,13 +13,17 @@ import torch
 
 from ..core.errors import UserError
 from ..core.types import UNIT_MODES, UnitMode
+from .adapters import adapter_for
 from .layout import (
     head_dim,
+    head_grid,
+    kept_mask,
     kv_group_of,
     kv_group_size,
     present_kv_heads,
     to_keep_tensor,
 )
+from .surgery import config_rejects_counts
 
 
 def kv_groups(model) -> list[int]:
@@ -76,3 +81,17 @@ def kv_cache_bytes_per_token(model, keep=None, *, bytes_per_value: int | None = 
         size = kv_group_size(model)
         slots = int(keep.view(keep.shape[0], -1, size).any(-1).sum())
     return 2 * slots * dh * bytes_per_value
+
+
+def uniform_head_counts(model) -> list[int]:
+    """Query heads per layer a runtime-safe mask may keep (ascending): multiples of the KV group size up to the
+    smallest number of whole groups every layer still stores, that the config class accepts where the family's
+    config can describe pruned heads at all (`config_rejects_counts`)."""
+    size = kv_group_size(model)
+    layers, heads = head_grid(model)
+    whole = kept_mask(model).view(layers, heads // size, size).all(-1)  # (L, G) groups still stored whole
+    most = int(whole.sum(-1).min())
+    counts = [k * size for k in range(1, most + 1)]
+    if adapter_for(model).explicit_head_dim:
+        counts = [n for n in counts if config_rejects_counts(model.config, n, n // size) is None]
+    return counts

@@ -27,6 +27,10 @@ The result is a `Recovery`: the mask plus, per layer, the new output-projection 
 heads' columns are zero). `recovery.applied(model)` evaluates it without copying the model (thread-scoped,
 `headprune.model.intervene.replaced_projections`); `recovery.bake(model)` writes it into a copy, and
 `prune(recovery.bake(model), recovery.keep)` gives the smaller recovered model.
+
+The model may itself be physically pruned (a model fine-tuned after pruning, pruned further by
+`headprune.search.compress`): `keep` names original head ids, heads already gone stay gone, and the "dense"
+target is then the model's own output with every head it still stores.
 """
 from __future__ import annotations
 
@@ -58,18 +62,28 @@ from ..model.intervene import (
 from ..model.layout import (
     head_dim,
     head_grid,
-    is_pruned,
-    num_heads,
+    kept_mask,
     out_projections,
+    present_heads,
     to_keep_tensor,
 )
 
 DEFAULT_DAMPING = {"scales": 1e-2, "weights": 1e-3}
 
 
-def _check_model(model) -> None:
-    if is_pruned(model):
-        raise UserError("least-squares recovery needs the unpruned model: pass the original, then prune the result")
+def _effective_keep(model, keep) -> torch.Tensor:
+    """`keep` (L, H) restricted to the heads `model` still stores."""
+    return to_keep_tensor(keep, model) & kept_mask(model)
+
+
+def _stored(model, keep: torch.Tensor, layer: int) -> torch.Tensor:
+    """(H_stored,) bool: which of `layer`'s stored heads (in storage order) `keep` keeps."""
+    return keep[layer, present_heads(model)[layer]]
+
+
+def _changed_layers(model, keep: torch.Tensor) -> list[bool]:
+    """Per layer, whether `keep` removes a head the model still stores there."""
+    return [not bool(_stored(model, keep, layer).all()) for layer in range(len(keep))]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,16 +106,15 @@ class Recovery:
     @classmethod
     def of_mask(cls, model, keep) -> "Recovery":
         """Plain masking in this form: removed heads' input slices zeroed, nothing refitted."""
-        _check_model(model)
-        keep = to_keep_tensor(keep, model)
+        keep = _effective_keep(model, keep)
         dh = head_dim(model)
         weights, biases = [], []
-        for layer, proj in enumerate(out_projections(model)):
-            if bool(keep[layer].all()):
+        for layer, (proj, changed) in enumerate(zip(out_projections(model), _changed_layers(model, keep))):
+            if not changed:
                 weights.append(None)
                 biases.append(None)
                 continue
-            scale = keep[layer].repeat_interleave(dh).to(proj.weight)  # (in,)
+            scale = _stored(model, keep, layer).repeat_interleave(dh).to(proj.weight)  # (in,)
             weights.append(in_out_weight(proj, in_out_weight(proj).detach() * scale[:, None]))
             biases.append(None if proj.bias is None else proj.bias.detach().clone())
         return cls(keep, "mask", tuple(weights), tuple(biases), keep.float())
@@ -187,10 +200,13 @@ class _LayerFit:
     def __init__(self, model, layer: int, keep: torch.Tensor, method: str):
         self.proj = out_projections(model)[layer]
         self.layer, self.method = layer, method
-        self.heads, self.dh = num_heads(model), head_dim(model)
+        self.present = present_heads(model)[layer]  # original ids of the stored heads, in storage order
+        stored = _stored(model, keep, layer)  # (H_stored,)
+        self.heads, self.dh = len(self.present), head_dim(model)
         self.w0 = in_out_weight(self.proj).detach()  # (in, out)
-        self.kept = keep[layer].nonzero().flatten()
-        self.cols = keep[layer].repeat_interleave(self.dh).to(self.w0.device)
+        self.kept = stored.nonzero().flatten()  # positions among the stored heads
+        self.kept_ids = torch.tensor(self.present, dtype=torch.long)[self.kept]  # their original ids
+        self.cols = stored.repeat_interleave(self.dh).to(self.w0.device)
         self.intercept = method == "weights" and self.proj.bias is not None
         size = len(self.kept) if method == "scales" else int(self.cols.sum()) + int(self.intercept)
         self.gram = torch.zeros(size, size, dtype=torch.float64)
@@ -221,9 +237,9 @@ class _LayerFit:
             return current
         if self.method == "scales":
             gates = current.gates.clone()
-            gates[self.layer, self.kept] = _solve(self.gram, self.rhs, torch.ones(len(self.kept), dtype=torch.float64),
-                                                  damping).float()
-            scale = gates[self.layer].repeat_interleave(self.dh).to(w0)
+            gates[self.layer, self.kept_ids] = _solve(self.gram, self.rhs,
+                                                      torch.ones(len(self.kept), dtype=torch.float64), damping).float()
+            scale = gates[self.layer, self.present].repeat_interleave(self.dh).to(w0)
             return current._replaced(self.layer, in_out_weight(proj, w0 * scale[:, None]).clone(), bias, gates)
         prior = w0[cols].double().cpu()
         if self.intercept:
@@ -248,9 +264,8 @@ def lsq_recover(model, keep, calib_batches: list[dict], *, method: RecoveryMetho
     "dense") once for the dense model: two to three forward passes over the calibration data in all, without
     the task head. Memory: up to three (B, T, d) tensors per calibration batch, and the normal equations
     ((H·dh + 1)² + (H·dh + 1)·d numbers). Evaluate with `result.applied(model)`; save with
-    `prune(result.bake(model), keep)`.
+    `prune(result.bake(model), keep)`. `model` may be physically pruned (see the module doc).
     """
-    _check_model(model)
     if method not in RECOVERY_METHODS:
         raise UserError(f"recovery method must be one of {', '.join(RECOVERY_METHODS)}, got {method!r}",
                         option="method")
@@ -262,17 +277,18 @@ def lsq_recover(model, keep, calib_batches: list[dict], *, method: RecoveryMetho
     damping = DEFAULT_DAMPING[method] if damping is None else damping
     if damping < 0:
         raise UserError(f"damping must be >= 0, got {damping}", option="damping")
-    keep = to_keep_tensor(keep, model)
+    keep = _effective_keep(model, keep)
     batches = [to_device(b, model_device(model)) for b in calib_batches]
     if not batches:
         raise UserError("least-squares recovery needs at least one calibration batch")
     result = dataclasses.replace(Recovery.of_mask(model, keep), method=method, target=target)
     layers = len(keep)
+    changed = _changed_layers(model, keep)
     dense_in: list = [None] * len(batches)  # each batch's input to this layer in the dense model (None: embeddings)
     current_in: list = dense_in  # ... and under the recovery so far (the same until a layer changes)
     for layer in range(layers):
-        changed_below = not bool(keep[:layer].all())
-        fit = _LayerFit(model, layer, keep, method) if not bool(keep[: layer + 1].all()) else None
+        changed_below = any(changed[:layer])
+        fit = _LayerFit(model, layer, keep, method) if changed[layer] or changed_below else None
         track_dense = target == "dense" or not changed_below  # "local" never needs the dense stream again
         next_dense, contexts = [], []
         for i, batch in enumerate(batches):
@@ -302,7 +318,6 @@ def reconstruction_error(model, recovery: Recovery, calib_batches: list[dict]) -
     """Per layer (L,): relative squared error of the attention sub-block output plus residual under
     `recovery` (`Recovery.of_mask(model, keep)` for plain masking) vs the dense model,
     ‖out − out_dense‖² / ‖W₀·ctx_dense‖², on the calibration tokens."""
-    _check_model(model)
     batches = [to_device(b, model_device(model)) for b in calib_batches]
     projections = recovery._check(model)
     last = len(projections) - 1

@@ -10,7 +10,7 @@ import torch
 from ..core.errors import UserError
 from ..core.types import UnitMode
 from ..model.layout import head_grid, kv_group_size
-from ..model.units import to_units
+from ..model.units import to_units, uniform_head_counts
 
 
 def removal_order(scores: torch.Tensor) -> list[tuple[int, int]]:
@@ -89,3 +89,27 @@ def _remove_groups(scores, n, model, min_heads_per_layer, keep):
         removed += int(grouped[layer, group].sum())
         grouped[layer, group] = False
     return grouped.reshape(layers, heads).clone()
+
+
+def uniform_least_important(scores: torch.Tensor, heads_per_layer: int, *, model, keep=None) -> torch.Tensor:
+    """Keep mask (L, H) with `heads_per_layer` query heads in every layer, in whole KV groups (runtime-safe, see
+    `headprune.deploy.shapes`): per layer the most important groups by summed score (ties: lower index) among
+    those `keep` (default all) still keeps whole. `heads_per_layer` must be one of `uniform_head_counts(model)`."""
+    counts = uniform_head_counts(model)
+    if heads_per_layer not in counts:
+        raise UserError(f"{heads_per_layer} heads per layer is not runtime-safe for this model; choose one of "
+                        f"{', '.join(map(str, counts))}", option="heads_per_layer")
+    layers, heads = head_grid(model)
+    size = kv_group_size(model)
+    keep = torch.ones(layers, heads, dtype=torch.bool) if keep is None else torch.as_tensor(keep).bool()
+    scores = torch.nan_to_num(torch.as_tensor(scores, dtype=torch.float32), nan=0.0)
+    group_scores = scores.view(layers, heads // size, size).sum(-1)  # (L, G)
+    whole = keep.view(layers, heads // size, size).all(-1)  # (L, G)
+    out = torch.zeros(layers, heads // size, dtype=torch.bool)
+    for layer in range(layers):
+        ranked = sorted(whole[layer].nonzero().flatten().tolist(), key=lambda g: (-float(group_scores[layer, g]), g))
+        if len(ranked) * size < heads_per_layer:
+            raise UserError(f"layer {layer} keeps only {len(ranked) * size} heads in whole groups, fewer than "
+                            f"{heads_per_layer}", option="heads_per_layer")
+        out[layer, ranked[: heads_per_layer // size]] = True
+    return out[:, :, None].expand(layers, heads // size, size).reshape(layers, heads).clone()

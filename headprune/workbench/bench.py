@@ -8,7 +8,9 @@ lays out widgets and figures and calls the Workbench. No pipeline is assembled a
 from __future__ import annotations
 
 import collections
+import json
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -51,16 +53,19 @@ from ..scoring.api import score_heads, score_many
 from ..scoring.attention import attention_pattern
 from ..scoring.roles import head_roles
 from ..search.budget import BudgetResult, budget_mask
+from ..search.compress import CompressResult, compress
+from ..search.compress_plan import CompressData, CompressSettings
 from ..search.curves import prune_curve, random_baseline
 from ..search.iterative import iterative_scores
 from ..search.masks import least_important, removable_heads
 from ..sources.batches import make_batches
 from ..sources.tokens import display_tokens
 from .deploy import RuntimeSafeMask, parity_batches, runtime_safe_blocker
-from .export import ExportReport, prune_and_save, reproducibility_record
+from .export import ExportReport, prune_and_save, reproducibility_record, save_checked
 from .workload import Workload, split_batches
 
 EXACT_MEMO = 256  # exact evaluations a session remembers, by mask
+COMPRESS_REPORT = "compress_report.json"  # written into a compressed model's folder
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,7 @@ class Workbench:
         self._exact: collections.OrderedDict = collections.OrderedDict()
         self._live_lock = threading.Lock()  # the live evaluator moves its reference mask: one caller at a time
         self.recovered: RecoveredMask | None = None
+        self.compressed: CompressResult | None = None  # this session's last compress run
 
     # ------------------------------------------------------------------------------------------ basics
     @property
@@ -109,10 +115,10 @@ class Workbench:
         return split_batches(w.loaded, w.data_spec, split, limit=limit, batch_size=batch_size or w.settings["batch_size"],
                              max_length=w.settings["max_length"], seed=w.settings["seed"], data_options=w.data_options())
 
-    def other_examples(self, split: str | None, limit: int, *, purpose: str) -> tuple[list, str]:
-        """(batches, description) of up to `limit` examples of `split` that are not among the workload's own
-        examples (so a search judged or calibrated on them does not see the live set). A source without such
-        a split gives its remaining rows; with nothing left, the workload's own examples, said so."""
+    def other_examples(self, split: str | None, limit: int | None, *, purpose: str) -> tuple[list, str]:
+        """(batches, description) of up to `limit` (None: all) examples of `split` that are not among the
+        workload's own examples (so a search judged or calibrated on them does not see the live set). A source
+        without such a split gives its remaining rows; with nothing left, the workload's own examples, said so."""
         w = self.workload
         key = (split, limit, purpose)
         found = w.store.get("other-examples", key)
@@ -127,7 +133,7 @@ class Workbench:
         if len(rest) == 0:
             return w.store.put("other-examples", key, (w.batches, f"the live examples themselves (the data has no "
                                                                   f"others; optimistic {purpose})"))
-        rest = rest.sample(n=min(limit, len(rest)), random_state=w.settings["seed"]).reset_index(drop=True)
+        rest = rest.sample(n=min(limit or len(rest), len(rest)), random_state=w.settings["seed"]).reset_index(drop=True)
         batches = make_batches(w.loaded.tokenizer, rest, w.loaded.task, batch_size=w.settings["batch_size"],
                                max_length=w.settings["max_length"], seed=w.settings["seed"])
         where = f"{split} examples" if split else "other examples of the same file"
@@ -394,6 +400,45 @@ class Workbench:
         (`options`: checkpoint_dir, checkpoint_every, resume, should_stop, progress, settings fields)."""
         return finetune_recover(prune(self.model, keep), train_batches, settings, teacher=self.model,
                                 val_batches=val_batches, test_batches=test_batches, **options)
+
+    def compress(self, settings: CompressSettings, *, judge_examples: int | None = 2000, calib_examples: int = 512,
+                 train_examples: int | None = None, test_batches: list | None = None, order=None, state_dir=None,
+                 resume: bool = False, should_stop=None, progress: Progress | None = None,
+                 started: float | None = None) -> tuple[torch.nn.Module, CompressResult]:
+        """The smallest model within `settings.max_drop` points of dense, in `settings.time_budget` seconds
+        (`headprune.search.compress`): judged on `judge_examples` (None: all) validation examples apart from the
+        workload's own, refitted and scored on `calib_examples` training examples, distilled on the training
+        split (up to `train_examples`), tested once on `test_batches` (default: the test split); `order`: a fixed
+        ranking instead of re-scoring. Returns (model, result); the result is kept as this session's last
+        compress run (`self.compressed`)."""
+        started = time.perf_counter() if started is None else started
+        settings.check()
+        if self.workload.split is None:
+            raise UserError("compress judges on validation, calibrates on train and tests on test examples: the "
+                            "data needs those splits (give a file a 'split' column)", option="data")
+        judge, _ = self.other_examples("validation", judge_examples, purpose="judging")
+        calib, _ = self.other_examples("train", calib_examples, purpose="calibration")
+        train = self.split_batches("train", limit=train_examples)[1] if settings.distill else []
+        test = test_batches if test_batches is not None else self.split_batches("test")[1]
+        data = CompressData(judge=judge, calib=calib, train=train, test=test)
+        model, self.compressed = compress(self.model, data, settings, order=order, state_dir=state_dir, resume=resume,
+                                          should_stop=should_stop, progress=progress, started=started)
+        return model, self.compressed
+
+    def save_compressed(self, model, result: CompressResult, folder, *,
+                        overwrite: bool = False) -> tuple[CompressResult, ExportReport]:
+        """Save a compressed model (physically pruned, atomic, reloaded and compared: `save_checked`) with
+        `compress_report.json` (`result.report()`) in its folder; returns (result with `saved`, the check).
+        The caller checks `folder` first."""
+        result = result.replace(saved=str(folder))
+        meta = {"source_model": self.workload.loaded.model_id, "compressed_by": "headprune compress",
+                "report": COMPRESS_REPORT, "max_drop_points": result.max_drop, "val": result.val, "test": result.test,
+                "dense_val": result.dense_val, "dense_test": result.dense_test}
+        export = save_checked(self.workload, model, folder, meta=meta, overwrite=overwrite,
+                              extra_files={COMPRESS_REPORT: json.dumps(result.report(), indent=2) + "\n"})
+        if self.compressed is not None and torch.equal(self.compressed.keep, result.keep):
+            self.compressed = result
+        return result, export
 
     def _data_record(self) -> dict:
         w = self.workload

@@ -12,7 +12,7 @@ import torch
 from ..core.errors import UserError
 from ..core.records import Record
 from ..core.versions import library_versions
-from ..model.forward import forward_logits
+from ..model.forward import forward_logits, model_device, to_device
 from ..model.intervene import masked
 from ..model.layout import parameter_count
 from ..model.storage import save_pruned
@@ -79,15 +79,30 @@ def prune_and_save(workload: Workload, keep, folder, *, meta: Mapping[str, Any] 
     if recovery is not None and not torch.equal(recovery.keep, keep):
         raise UserError("the recovery was made for another mask: recover this mask again, or export without it")
     pruned = prune(model if recovery is None else recovery.bake(model), keep)
-    path = save_pruned(pruned, Path(folder).expanduser(), workload.loaded.tokenizer, meta=dict(meta or {}),
-                       overwrite=overwrite)
-    reloaded = load_model(str(path)).model
+    with torch.inference_mode(), masked(model, keep) if recovery is None else recovery.applied(model):
+        expected = forward_logits(model, workload.batches[0])
+    return save_checked(workload, pruned, folder, meta=meta, overwrite=overwrite, expected=expected,
+                        recovered=recovery is not None, start=start)
+
+
+def save_checked(workload: Workload, model, folder, *, meta: Mapping[str, Any] | None = None,
+                 extra_files: Mapping[str, str] | None = None, overwrite: bool = False,
+                 expected: torch.Tensor | None = None, recovered: bool = False,
+                 start: float | None = None) -> ExportReport:
+    """Save a (pruned) `model` with the workload's tokenizer to `folder` (`save_pruned`, atomic), reload it and
+    compare its logits on the workload's first batch with `expected` (default: `model`'s own). The caller
+    checks `folder` first."""
+    start = time.perf_counter() if start is None else start
     batch = workload.batches[0]
+    if expected is None:
+        with torch.inference_mode():
+            expected = forward_logits(model, to_device(batch, model_device(model)))
+    path = save_pruned(model, Path(folder).expanduser(), workload.loaded.tokenizer, meta=dict(meta or {}),
+                       overwrite=overwrite, extra_files=extra_files)
+    reloaded = load_model(str(path)).model
     with torch.inference_mode():
-        with masked(model, keep) if recovery is None else recovery.applied(model):
-            expected = forward_logits(model, batch)
-        got = forward_logits(reloaded, batch)
-    diff = float((expected - got).abs().max())
-    return ExportReport(path=str(path), max_abs_diff=diff, matches=diff < 1e-3, recovered=recovery is not None,
-                        params_before=parameter_count(model), params_after=parameter_count(reloaded),
+        got = forward_logits(reloaded, to_device(batch, model_device(reloaded)))
+    diff = float((expected.cpu() - got.cpu()).abs().max())
+    return ExportReport(path=str(path), max_abs_diff=diff, matches=diff < 1e-3, recovered=recovered,
+                        params_before=parameter_count(workload.model), params_after=parameter_count(reloaded),
                         seconds=time.perf_counter() - start)

@@ -1,0 +1,426 @@
+"""Compress to a target: the smallest head set within a quality budget, found within a time budget.
+
+Iterative pruning with recovery between the steps, after Michel et al. 2019 (prune iteratively, re-scoring under
+the mask), Kwon et al. 2022 (least-squares refit of the kept heads, no retraining) and Sheared-LLaMA / Minitron
+(prune towards a target, recover by distillation from the dense model). A fixed one-shot mask leaves compression
+on the table: each step here starts from a model that has already recovered from the previous one.
+
+The loop climbs a ladder of sizes (heads removed), one `unit` at a time: a head, a whole KV group, or
+(`uniform`) one runtime-safe head count per layer after another (the same heads in every layer, whole groups).
+Each candidate step:
+1. removes the least important heads of the current model (scores by `metric`, re-computed on the accepted
+   model after every step, or a fixed `order`, e.g. an iterative ablation order);
+2. refits the kept heads' output projections by least squares on training examples (`lsq_recover`);
+   in the distillation phase it then fine-tunes the physically pruned candidate for a slice of steps with
+   distillation from the dense model (`headprune.recovery.finetune.recover`);
+3. is judged on validation examples: within `max_drop` points of dense, it becomes the current model;
+   otherwise it is rolled back and a smaller step is tried (halving the gap to the smallest size that failed,
+   as in a binary search); no smaller step left: the phase ends.
+Phase "least-squares" climbs with refits of the dense model only: its result is the retraining-free one,
+reported on its own. Phase "distil" continues from there. A last "polish" distils the best model with the time
+left (at most 4 slices) and keeps it if it still meets the budget. The test split is evaluated once, at the end
+(dense, retraining-free and final model); decisions never see it.
+
+Time: every decision is taken on a ledger of estimated seconds (`CostModel`: per-example forward time measured
+on the dense model's validation pass, per-step distillation time measured by a short probe, the time of a model
+copy, all scaled by a candidate's FLOP ratio), so a resumed run decides exactly as the uninterrupted one would
+(the plan is saved with the state). The ledger keeps the final test evaluations' estimate (padded by 15%) in
+reserve; the wall clock is a hard stop at the time budget less the unpadded estimate: a slice still running
+then is abandoned.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable
+
+import torch
+
+from ..core.errors import UserError
+from ..core.progress import Progress, format_seconds, report
+from ..evaluation.cost import flops_per_token
+from ..evaluation.loop import evaluate
+from ..model.forward import model_device
+from ..model.intervene import private_copy
+from ..model.layout import head_grid, kept_mask
+from ..model.surgery import prune
+from ..recovery.finetune import FinetuneSettings, recover
+from ..recovery.lsq import lsq_recover
+from ..scoring.api import score_heads
+from ..scoring.cache import batches_fingerprint, model_fingerprint
+from .compress_plan import (
+    CompressData,
+    CompressResult,
+    CompressSettings,
+    CompressStep,
+    CostModel,
+    Ladder,
+    Stopwatch,
+)
+from .compress_state import StateStore
+
+SLICE_SHARE, SLICE_RANGE = 0.1, (8, 500)  # a distillation slice: a tenth of the loop's time, in steps
+POLISH_SLICES = 4  # the polish distils at most this many slices
+RESERVE_MARGIN = 1.15  # the final evaluations' estimate, padded
+METRIC_KEY = "accuracy"  # classification accuracy; next-token accuracy for language models
+
+__all__ = ["CompressData", "CompressResult", "CompressSettings", "CompressStep", "compress"]
+
+
+def _as_list(tensor: torch.Tensor) -> list:
+    """A mask or score map as JSON-ready nested lists (NaN as None): how the state holds them."""
+    return [[None if isinstance(v, float) and math.isnan(v) else v for v in row] for row in tensor.tolist()]
+
+
+def _as_tensor(rows: list, dtype=torch.float32) -> torch.Tensor:
+    return torch.tensor([[math.nan if v is None else v for v in row] for row in rows], dtype=dtype)
+
+
+class _Run:
+    """One compress run: the dense model (never modified), the data, the ladder, the time ledger and the state
+    (`st`, JSON-ready, written to the state folder after every step)."""
+
+    def __init__(self, dense, data: CompressData, settings: CompressSettings, order, store: StateStore | None,
+                 should_stop: Callable[[], bool] | None, progress: Progress | None, started: float):
+        self.dense, self.data, self.s, self.order = dense, data, settings, order
+        self.store, self.should_stop, self.progress, self.started = store, should_stop, progress, started
+        self.ladder = Ladder(dense, settings)
+        self.dense_flops = flops_per_token(dense)
+        self.counts = {name: data.count(name) for name in ("judge", "calib", "train", "test")}
+        self.resumed = False
+        self.model = dense  # the current model: the smallest that met the budget so far
+        self.retraining_free_model = None
+        self.costs: CostModel | None = None
+        self.st: dict = {}
+
+    # ------------------------------------------------------------------------------------ time and progress
+    def wall(self) -> float:
+        return time.perf_counter() - self.started
+
+    def ratio(self, keep: torch.Tensor) -> float:
+        """FLOPs per token of the model pruned to `keep`, relative to dense: what its passes cost."""
+        return flops_per_token(self.dense, keep) / self.dense_flops
+
+    def cancelled(self) -> bool:
+        return self.should_stop is not None and bool(self.should_stop())
+
+    def stopping(self) -> bool:
+        """Asked between operations and before every training step: a stop request, or the wall-clock deadline."""
+        return self.cancelled() or (bool(self.st) and self.wall() > self.st["plan"]["deadline_s"])
+
+    def part(self, cost: float, what: str) -> Progress | None:
+        """Progress of one operation estimated at `cost` seconds, on the bar of the whole time budget."""
+        if self.progress is None:
+            return None
+        spent, budget = self.st["spent"], self.s.time_budget
+
+        def inner(fraction: float, message: str = "") -> None:
+            kept = int(_as_tensor(self.st["keep"], torch.bool).sum())
+            left = format_seconds(max(0.0, budget - self.wall()))
+            report(self.progress, (spent + fraction * cost) / budget,
+                   f"{what}; {kept} heads kept, val {self.st['val']:.4f} (≥ {self.st['plan']['threshold']:.4f} "
+                   f"needed); at most {left} left" + (f" · {message}" if message else ""))
+        return inner
+
+    # ------------------------------------------------------------------------------------ state
+    def keep(self) -> torch.Tensor:
+        return _as_tensor(self.st["keep"], torch.bool)
+
+    def scores(self) -> torch.Tensor:
+        return _as_tensor(self.st["scores"])
+
+    def rescore(self, model) -> list:
+        """Scores of `model`'s heads on the calibration examples (or the fixed order), as the state holds them."""
+        if self.order is not None:
+            return _as_list(self.order)
+        return _as_list(score_heads(model, self.data.calib, self.s.metric, cache=False))
+
+    def save(self, model=None) -> None:
+        self.st["wall"] = self.wall()
+        if self.store is not None:
+            self.store.write(self.st, model)
+
+    def restore(self, state: dict, model) -> None:
+        self.st, self.resumed = state, True
+        self.model = model.to(model_device(self.dense)) if model is not None else self.dense
+        self.costs = CostModel(**state["plan"]["costs"])
+        self.started = time.perf_counter() - state["wall"]
+
+    def start(self) -> None:
+        """Measure the dense model (validation: the threshold and the per-example time; a distillation probe),
+        plan the time, score the dense model's heads."""
+        self.setup_report(f"measuring the dense model on {self.counts['judge']} validation examples")
+        watch = Stopwatch()
+        dense = evaluate(self.dense, self.data.judge, progress=watch)
+        self.setup_report("timing a distillation step")
+        step_s = self.probe() if self.s.distill else 0.0
+        copied = time.perf_counter()
+        private_copy(self.dense)
+        self.costs = costs = CostModel(forward_s=watch.per_item(self.data.judge), step_s=step_s,
+                                       copy_s=time.perf_counter() - copied)
+        spent = self.wall()  # everything so far (data preparation by the caller included), measured once
+        final = 3 * costs.evaluate(self.counts["test"])  # dense, retraining-free and final model on test
+        budget = self.s.time_budget - RESERVE_MARGIN * final
+        slices = self.s.distill_steps or (min(max(round(SLICE_SHARE * (budget - spent) / step_s), SLICE_RANGE[0]),
+                                              SLICE_RANGE[1]) if step_s else 0)
+        threshold = dense[METRIC_KEY] - self.s.max_drop / 100
+        plan = {"costs": costs.to_dict(), "dense_val": dense[METRIC_KEY], "threshold": threshold, "setup_s": spent,
+                "budget_s": budget, "deadline_s": self.s.time_budget - final, "slice_steps": slices,
+                "least_squares_until": spent + self.s.retraining_free_share * max(0.0, budget - spent)}
+        keep = kept_mask(self.dense)
+        self.st = {"plan": plan, "phase": "least-squares", "keep": _as_list(keep), "val": dense[METRIC_KEY],
+                   "scores": None, "upper": None, "spent": spent, "wall": spent, "distilled": 0, "steps": [],
+                   "retraining_free": None, "stopped_by": None, "best_row": None, "model_dir": None}
+        self.setup_report(f"scoring the heads ({self.s.metric}) on {self.counts['calib']} training examples")
+        self.st["scores"] = self.rescore(self.dense)
+        self.st["spent"] += costs.score(self.counts["calib"], 1.0, self.s.metric) if self.order is None else 0.0
+        self.save()
+
+    def setup_report(self, message: str) -> None:
+        report(self.progress, self.wall() / self.s.time_budget, f"setting up: {message}")
+
+    def probe(self) -> float:
+        """Seconds of one distillation step at dense size: three steps on a copy of the dense model, timed from
+        the end of the first (its warm-up excluded)."""
+        watch = Stopwatch()
+        recover(self.dense, self.data.train[:3], FinetuneSettings(max_steps=3, lr=self.s.lr), teacher=self.dense,
+                progress=watch)
+        return max(watch.per_item([None] * 3), 1e-6)
+
+    # ------------------------------------------------------------------------------------ the climb
+    def climb(self, phase: str) -> str:
+        """Candidates up the ladder until no step is left ("target": the top of the ladder; "budget": every
+        smaller step failed), the phase's time is up ("time") or a stop is asked ("cancelled")."""
+        st, plan = self.st, self.st["plan"]
+        limit = plan["least_squares_until"] if phase == "least-squares" and self.s.distill else plan["budget_s"]
+        while True:
+            if self.stopping():
+                return "cancelled" if self.cancelled() else "time"
+            keep = self.keep()
+            level, top = self.ladder.level(keep), len(self.ladder.removed) - 1
+            high = top if st["upper"] is None else st["upper"] - 1
+            if high <= level:
+                return "target" if high == top else "budget"
+            level = level + max(1, math.ceil(self.s.step_fraction * (high - level)))
+            candidate = self.ladder.mask(level, self.scores(), keep)
+            if not bool((keep & ~candidate).any()):  # the guardrails allow no more
+                return "target"
+            costs = self.step_costs(phase, keep, candidate)
+            if st["spent"] + sum(costs) > limit:
+                return "time"
+            if not self.attempt(phase, level, candidate, costs):
+                return "cancelled" if self.cancelled() else "time"
+
+    def step_costs(self, phase: str, keep: torch.Tensor, candidate: torch.Tensor) -> tuple[float, float]:
+        """Estimated seconds of one candidate: (refit + distillation + judgement, scoring if accepted)."""
+        c, n, ratio = self.costs, self.counts, self.ratio(candidate)
+        base = 1.0 if phase == "least-squares" else self.ratio(keep)
+        build = c.refit(n["calib"], base) + c.copies(2, base)  # least squares on the base; bake and prune copy it
+        if phase == "distil":
+            build += c.distil(self.st["plan"]["slice_steps"], ratio) + c.copies(1, ratio)
+        rescore = c.score(n["calib"], ratio, self.s.metric) if self.order is None else 0.0
+        return build + c.evaluate(n["judge"], ratio), rescore
+
+    def attempt(self, phase: str, level: int, keep: torch.Tensor, costs: tuple[float, float]) -> bool:
+        """Build, judge and keep or roll back one candidate; False when stopped before its judgement."""
+        started, st = time.perf_counter(), self.st
+        steps = st["plan"]["slice_steps"] if phase == "distil" else 0
+        progress = self.part(costs[0], f"{phase}: trying {int((~keep).sum())} heads removed")
+        base = self.dense if phase == "least-squares" else self.model
+        report(progress, 0.0, "least squares")
+        model = self.refit(base, keep)
+        if steps:
+            model = self.distil(model, steps, progress)
+            if model is None:
+                return False
+        report(progress, 0.95, "judging on validation")
+        value = float(evaluate(model, self.data.judge)[METRIC_KEY])
+        accepted = value >= st["plan"]["threshold"]
+        st["spent"] += costs[0]
+        self.record(phase, keep, value, accepted, steps, started)
+        if accepted:
+            self.model = model
+            st.update(keep=_as_list(keep), val=value, scores=self.rescore(model))
+            st["spent"] += costs[1]
+        else:
+            st["upper"] = level if st["upper"] is None else min(st["upper"], level)
+        self.save(model if accepted else None)
+        return True
+
+    def refit(self, base, keep: torch.Tensor):
+        """`base` physically pruned to `keep`, the kept heads' output projections refitted by least squares."""
+        recovery = lsq_recover(base, keep, self.data.calib, method=self.s.lsq_method, target=self.s.lsq_target)
+        return prune(recovery.bake(base), keep)
+
+    def distil(self, model, steps: int, progress: Progress | None):
+        """`model` distilled from the dense model for `steps` steps (seeded per candidate); None if stopped."""
+        settings = FinetuneSettings(distill=True, temperature=self.s.temperature, alpha=self.s.alpha, max_steps=steps,
+                                    lr=self.s.lr, seed=self.s.seed + len(self.st["steps"]))
+        trained, done = recover(model, self.data.train, settings, teacher=self.dense, should_stop=self.stopping,
+                                progress=progress)
+        if done.stopped:
+            return None
+        self.st["distilled"] += done.steps
+        return trained.to(model_device(self.dense))  # trained where Accelerate puts it; kept beside the dense model
+
+    def record(self, phase: str, keep: torch.Tensor, value: float, accepted: bool, steps: int, started: float):
+        """A trajectory row (`CompressStep`'s fields) for the candidate `keep`."""
+        kept, rows = int(keep.sum()), self.st["steps"]
+        rows.append({"step": len(rows) + 1, "phase": phase, "heads_removed": keep.numel() - kept, "heads_kept": kept,
+                     "val": value, "accepted": accepted, "distill_steps": steps,
+                     "seconds": time.perf_counter() - started, "elapsed": self.wall(), "test": None})
+        if accepted:
+            self.st["best_row"] = len(rows) - 1
+
+    # ------------------------------------------------------------------------------------ phases and the end
+    def run(self) -> tuple[object, "CompressResult"]:
+        """The phases from wherever the state stands; returns (best model, result)."""
+        st = self.st
+        if st["phase"] == "least-squares":
+            reason = self.climb("least-squares")
+            if reason == "cancelled":
+                return self.finish(cancelled=True)
+            st["retraining_free"] = {"keep": st["keep"], "val": st["val"], "stopped_by": reason, "row": st["best_row"]}
+            self.retraining_free_model = self.model
+            st.update(phase="distil" if self.s.distill else "done", upper=None,
+                      stopped_by=None if self.s.distill else reason)
+            self.save()
+        if st["phase"] == "distil":
+            reason = self.climb("distil")
+            if reason == "cancelled":
+                return self.finish(cancelled=True)
+            st.update(phase="polish", stopped_by=reason)
+            self.save()
+        if st["phase"] == "polish":
+            if not self.polish():
+                return self.finish(cancelled=True)
+            st["phase"] = "done"
+            self.save()
+        return self.finish(cancelled=False)
+
+    def polish(self) -> bool:
+        """Distil the best model with the time left (at most `POLISH_SLICES` slices, or `polish_steps`); keep it
+        when it still meets the budget. False when a stop was asked."""
+        st, plan, keep = self.st, self.st["plan"], self.keep()
+        if bool(keep.all()) or self.stopping():
+            return not self.cancelled()
+        ratio = self.ratio(keep)
+        judge = self.costs.evaluate(self.counts["judge"], ratio)
+        affordable = int((plan["budget_s"] - st["spent"] - judge) // self.costs.distil(1, ratio))
+        wanted = self.s.polish_steps if self.s.polish_steps is not None else POLISH_SLICES * plan["slice_steps"]
+        steps = min(wanted, affordable)
+        if steps < (1 if self.s.polish_steps is not None else max(1, plan["slice_steps"] // 4)):
+            return True
+        started, cost = time.perf_counter(), self.costs.distil(steps, ratio) + self.costs.copies(1, ratio) + judge
+        model = self.distil(self.model, steps, self.part(cost, f"polish: {steps} distillation steps"))
+        if model is None:
+            return not self.cancelled()
+        value = float(evaluate(model, self.data.judge)[METRIC_KEY])
+        accepted = value >= plan["threshold"]
+        st["spent"] += cost
+        self.record("polish", keep, value, accepted, steps, started)
+        if accepted:
+            self.model = model
+            st["val"] = value
+        self.save(model if accepted else None)
+        return True
+
+    def retraining_free(self):
+        """The least-squares phase's model (rebuilt from the dense model after a resume: least squares is exact)."""
+        keep = _as_tensor(self.st["retraining_free"]["keep"], torch.bool)
+        if torch.equal(keep, kept_mask(self.dense)):
+            return self.dense
+        if self.retraining_free_model is None:
+            self.retraining_free_model = self.refit(self.dense, keep)
+        return self.retraining_free_model
+
+    def tests(self) -> tuple[float, float, float]:
+        """Test quality of the dense, the retraining-free and the final model: the test split's only use."""
+        c, n, st = self.costs, self.counts["test"], self.st
+        found: dict[int, float] = {}
+
+        def test(model, keep: torch.Tensor) -> float:
+            if id(model) not in found:
+                cost = c.evaluate(n, self.ratio(keep))
+                tested = evaluate(model, self.data.test, progress=self.part(cost, "testing on the test split"))
+                found[id(model)] = float(tested[METRIC_KEY])
+                st["spent"] += cost
+            return found[id(model)]
+
+        dense = test(self.dense, kept_mask(self.dense))
+        free = test(self.retraining_free(), _as_tensor(st["retraining_free"]["keep"], torch.bool))
+        final = test(self.model, self.keep())
+        for row, value in ((st["retraining_free"]["row"], free), (st["best_row"], final)):
+            if row is not None:
+                st["steps"][row]["test"] = value
+        return dense, free, final
+
+    def finish(self, *, cancelled: bool) -> tuple[object, "CompressResult"]:
+        """(best model, result); the test split is evaluated unless the run was cancelled."""
+        st = self.st
+        if st["retraining_free"] is None:  # cancelled during the least-squares phase
+            st["retraining_free"] = {"keep": st["keep"], "val": st["val"], "stopped_by": "cancelled",
+                                     "row": st["best_row"]}
+        dense_test, free_test, test = self.tests() if not cancelled else (None, None, None)
+        keep, total = self.keep(), self.ladder.total
+        free = st["retraining_free"]
+        free_keep = _as_tensor(free["keep"], torch.bool)
+        retraining_free = {"keep": free_keep, "heads_removed": total - int(free_keep.sum()),
+                           "heads_removed_frac": (total - int(free_keep.sum())) / total, "val": free["val"],
+                           "test": free_test, "stopped_by": free["stopped_by"]}
+        removed = total - int(keep.sum())
+        result = CompressResult(
+            keep=keep, heads_total=total, heads_removed=removed, heads_removed_frac=removed / total,
+            metric_key=METRIC_KEY, max_drop=self.s.max_drop, dense_val=st["plan"]["dense_val"], val=st["val"],
+            threshold=st["plan"]["threshold"], dense_test=dense_test, test=test, retraining_free=retraining_free,
+            trajectory=[CompressStep(**row) for row in st["steps"]],
+            stopped_by="cancelled" if cancelled else st["stopped_by"], seconds=self.wall(),
+            distill_steps=st["distilled"], plan=dict(st["plan"]), examples=dict(self.counts), resumed=self.resumed)
+        return self.model, result
+
+
+def _record(dense, data: CompressData, settings: CompressSettings, order) -> dict:
+    """What a resumed run must share with the run it continues: settings, the dense model's weights, the data."""
+    return {"settings": dataclasses.asdict(settings), "model": model_fingerprint(dense),
+            **{name: batches_fingerprint(getattr(data, name)) for name in ("judge", "calib", "train", "test")},
+            "order": None if order is None else _as_list(order)}
+
+
+def compress(dense, data: CompressData, settings: CompressSettings | None = None, *, order: torch.Tensor | None = None,
+             state_dir=None, resume: bool = False, should_stop: Callable[[], bool] | None = None,
+             progress: Progress | None = None, started: float | None = None,
+             **overrides) -> tuple[object, CompressResult]:
+    """The smallest model found whose quality on `data.judge` stays within `max_drop` points of dense, within
+    `time_budget` seconds (see the module doc); returns (that model, physically pruned; `CompressResult`).
+
+    dense: the model to compress (never modified; it is also the distillation teacher). settings: a
+    `CompressSettings` (or its fields as keyword `overrides`). order: a fixed ranking (L, H), higher = more
+    important (e.g. `iterative_scores(..., "ablation")`), instead of re-scoring by `settings.metric`.
+    state_dir: a folder for the state after every step; `resume=True` continues the run saved there (same
+    model, data and settings; none there = a fresh start) and ends as the uninterrupted run would.
+    should_stop(): asked between operations and before every training step; True ends the run at once with
+    `stopped_by="cancelled"` and no test evaluation (the state keeps the last finished step).
+    started: `time.perf_counter()` when the time budget began (default: now), so that the caller's data
+    preparation counts. Bad settings raise `UserError` before any work.
+    """
+    settings = dataclasses.replace(settings or CompressSettings(), **overrides)
+    settings.check()
+    data.check(settings.distill)
+    if order is not None:
+        order = torch.as_tensor(order, dtype=torch.float32)
+        if tuple(order.shape) != head_grid(dense):
+            raise UserError(f"the order is shaped {tuple(order.shape)}, the model's heads are {head_grid(dense)}",
+                            option="order")
+    if resume and state_dir is None:
+        raise UserError("resuming needs the state folder of the run to continue", option="state_dir")
+    started = time.perf_counter() if started is None else started
+    store = StateStore(state_dir, _record(dense, data, settings, order)) if state_dir is not None else None
+    run = _Run(dense, data, settings, order, store, should_stop, progress, started)
+    if resume and store.exists():
+        run.restore(*store.read())
+    else:
+        if store is not None:
+            store.clear()
+        run.start()
+    return run.run()
