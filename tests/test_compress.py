@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from headprune.core.errors import UserError
-from headprune.core.files import CHECKPOINTS
+from headprune.core.outputs import CHECKPOINTS
 from headprune.evaluation.loop import evaluate
 from headprune.model.layout import kept_mask
 from headprune.model.tiny import tiny_batch, tiny_model

@@ -13,7 +13,8 @@ import shutil
 from pathlib import Path
 
 from ..core.errors import UserError
-from ..core.files import CHECKPOINTS, atomic_write_text, mark_output
+from ..core.files import atomic_write_text
+from ..core.outputs import CHECKPOINTS, mark_output
 from ..core.records import jsonable
 from ..model.storage import load_pruned, save_pruned
 
