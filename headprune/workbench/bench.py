@@ -20,7 +20,8 @@ from ..core.records import Record
 from ..core.types import CurveMode, RecoveryMethod, RecoveryTarget, UnitMode
 from ..evaluation.latency import measure
 from ..evaluation.live import LiveEvaluator
-from ..evaluation.loop import evaluate
+from ..evaluation.examples import ExampleChanges, ExampleOutputs, HeadEffect
+from ..evaluation.loop import evaluate, evaluate_examples
 from ..evaluation.metrics import Evaluation
 from ..evaluation.zeroshot import zero_shot_sentiment
 from ..model.schema import ScoreRecord
@@ -36,6 +37,7 @@ from ..search.budget import BudgetResult, budget_mask
 from ..search.curves import prune_curve, random_baseline
 from ..search.iterative import iterative_scores
 from ..search.masks import least_important, removable_heads
+from .changes import Continuation, MaskSummary, changes, continuations, heads_responsible, summary
 from .export import ExportReport, prune_and_save, reproducibility_record
 from .workload import Workload, split_batches
 
@@ -49,6 +51,7 @@ class RecoveredMask(Record):
     recovery: Recovery
     result: Evaluation | None
     calibrated_on: str
+    examples: ExampleOutputs | None = None
 
     @property
     def keep(self) -> torch.Tensor:
@@ -65,7 +68,8 @@ class Workbench:
     def __init__(self, workload: Workload):
         self.workload = workload
         self._live: LiveEvaluator | None = None
-        self._exact: collections.OrderedDict = collections.OrderedDict()
+        self._exact: collections.OrderedDict = collections.OrderedDict()  # mask key -> (Evaluation, ExampleOutputs)
+        self._measured: dict[tuple, dict] = {}  # mask key -> the latest `measure` of it
         self._live_lock = threading.Lock()  # the live evaluator moves its reference mask: one caller at a time
         self.recovered: RecoveredMask | None = None
 
@@ -274,12 +278,22 @@ class Workbench:
 
     def exact(self, keep) -> Evaluation:
         """Exact metrics of a mask on the workload's examples, re-running only the changed layers (memoised)."""
+        return self._exact_entry(keep)[0]
+
+    def examples(self, keep=None) -> ExampleOutputs:
+        """Per-example outputs of a mask (None: dense) on the workload's examples, in batch order: from the
+        same exact evaluation as `exact` (no second pass)."""
+        return self._exact_entry(torch.ones(self.shape, dtype=torch.bool) if keep is None else keep)[1]
+
+    def _exact_entry(self, keep) -> tuple[Evaluation, ExampleOutputs]:
         key = _mask_key(keep)
         with self._live_lock:
             if key not in self._exact:
-                self._exact[key] = self.live.evaluate(keep)
+                result = self.live.evaluate(keep)
+                self._exact[key] = (result, self.live.examples)
                 while len(self._exact) > EXACT_MEMO:
                     self._exact.popitem(last=False)
+            self._exact.move_to_end(key)
             return self._exact[key]
 
     def estimate(self, keep) -> float:
@@ -289,8 +303,46 @@ class Workbench:
 
     def measure(self, keep, *, batch_size: int = 8, seq_len: int = 128, repeats: int = 10,
                 progress: Progress | None = None) -> dict:
-        """Measured latency, dense vs physically pruned (`measure`)."""
-        return measure(self.model, keep, batch_size=batch_size, seq_len=seq_len, repeats=repeats, progress=progress)
+        """Measured latency, dense vs physically pruned (`measure`); remembered as the mask's latest."""
+        result = measure(self.model, keep, batch_size=batch_size, seq_len=seq_len, repeats=repeats, progress=progress)
+        self._measured[_mask_key(keep)] = result
+        return result
+
+    def measured_for(self, keep) -> dict | None:
+        """The latest `measure` of this mask in this session, or None."""
+        return self._measured.get(_mask_key(keep))
+
+    def summary(self, keep=None) -> MaskSummary:
+        """A mask's numbers in one row (None: dense): quality, loss, heads, FLOPs, parameters, KV cache and
+        the measured latency when measured (dense: from the latest measurement of any mask)."""
+        if keep is None:
+            latest = next(reversed(self._measured.values()), None)
+            latency = latest["dense"]["latency_ms_median"] if latest else None
+            return summary(self.workload, None, self.dense, latency)
+        measured = self.measured_for(keep)
+        return summary(self.workload, keep, self.exact(keep),
+                       measured["pruned"]["latency_ms_median"] if measured else None)
+
+    # ------------------------------------------------------------------------------------------ examples
+    def _outputs(self, side) -> ExampleOutputs:
+        if isinstance(side, RecoveredMask):
+            if side.examples is None:
+                raise UserError("this recovery was not evaluated on the live examples; recover it again")
+            return side.examples
+        return self.examples(side)
+
+    def what_changed(self, before, after, *, top: int = 10) -> ExampleChanges:
+        """Which live examples flipped from `before` to `after` (each a mask, None for dense, or a
+        `RecoveredMask`), whose loss moved most and (language models) which tokens moved most."""
+        return changes(self.workload, self._outputs(before), self._outputs(after), top=top)
+
+    def responsible(self, row: int, keep, *, top: int = 3) -> tuple[HeadEffect, ...]:
+        """The removed heads of `keep` whose return alone helps live example `row` most (exact, one pass)."""
+        return heads_responsible(self.workload, row, keep, top=top)
+
+    def generate(self, prompt: str, masks: Mapping[str, Any], *, max_new_tokens: int = 20) -> tuple[Continuation, ...]:
+        """Greedy continuations of `prompt` by each named mask (None: dense), side by side (causal LMs)."""
+        return continuations(self.workload, prompt, masks, max_new_tokens=max_new_tokens)
 
     # ------------------------------------------------------------------------------------------ recovery, export
     def recover(self, keep, method: RecoveryMethod = "weights", *, target: RecoveryTarget = "auto",
@@ -302,18 +354,19 @@ class Workbench:
         batches, described = calib or self.other_examples("train", 512, purpose="calibration")
         recovery = lsq_recover(self.model, keep, batches, method=method, target=target,
                                progress=sub(progress, 0, 0.8 if evaluate else 1.0))
-        result = None
+        result = examples = None
         if evaluate:
             with recovery.applied(self.model):
-                result = self.evaluate(progress=sub(progress, 0.8, 1.0))
-        self.recovered = RecoveredMask(recovery=recovery, result=result, calibrated_on=described)
+                result, examples = evaluate_examples(self.model, self.workload.batches, task=self.workload.loaded.task,
+                                                     progress=sub(progress, 0.8, 1.0))
+        self.recovered = RecoveredMask(recovery=recovery, result=result, calibrated_on=described, examples=examples)
         return self.recovered
 
     def adopt_recovery(self, recovery: Recovery, calibrated_on: str) -> RecoveredMask:
         """Make a recovery made elsewhere (a budget search) this session's, evaluated on its examples."""
         with recovery.applied(self.model):
-            result = self.evaluate()
-        self.recovered = RecoveredMask(recovery=recovery, result=result, calibrated_on=calibrated_on)
+            result, examples = evaluate_examples(self.model, self.workload.batches, task=self.workload.loaded.task)
+        self.recovered = RecoveredMask(recovery=recovery, result=result, calibrated_on=calibrated_on, examples=examples)
         return self.recovered
 
     def recovered_for(self, keep) -> RecoveredMask | None:
