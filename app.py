@@ -159,18 +159,32 @@ def describe(w) -> None:
 
 
 def sync_mask() -> None:
-    """The session's mask: kept across pages; a new session adopts the mask in the URL, if it fits the model."""
+    """The session's mask (B) and pinned mask A: kept across pages; a new session adopts the masks in the URL
+    (`?mask=`, `?a=`), if they fit the model; another model starts with all heads and nothing pinned."""
     ss, w = st.session_state, st.session_state["workload"]
     if ss.get(ui.KEEP_FOR) != w.key:
-        keep = torch.ones(w.shape, dtype=torch.bool)
-        code = st.query_params.get("mask")
-        if code and ui.KEEP_FOR not in ss:
-            try:
-                keep = decode_mask(code, w.shape)
-            except ValueError as exc:
-                ui.error("The mask in the link was not applied", exc)
+        keep = pinned = None
+        if ui.KEEP_FOR not in ss:  # a new session: adopt the link's masks
+            keep = mask_from_link("mask", w.shape, "The mask in the link was not applied")
+            pinned = mask_from_link("a", w.shape, "The pinned mask A in the link was not applied")
+        keep = torch.ones(w.shape, dtype=torch.bool) if keep is None else keep
         ss[ui.KEEP], ss[ui.KEEP_FOR], ss[ui.HISTORY] = keep, w.key, MaskHistory()
+        ss.pop(ui.MASK_A, None)
+        if pinned is not None:
+            ss[ui.MASK_A] = pinned
     ui.sync_url()
+
+
+def mask_from_link(name: str, shape: tuple[int, int], what: str):
+    """The mask in the URL's `name` parameter, or None (absent, or shown as an error when it does not fit)."""
+    code = st.query_params.get(name)
+    if not code:
+        return None
+    try:
+        return decode_mask(code, shape)
+    except ValueError as exc:
+        ui.error(what, exc)
+        return None
 
 
 if "workload" not in st.session_state:

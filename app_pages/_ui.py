@@ -23,6 +23,7 @@ from headprune.workbench.ui_state import MaskHistory, encode_mask
 KEEP = "keep"  # the session's mask (L, H) bool tensor; a plain key, so it survives page switches
 KEEP_FOR = "keep_for"  # Workload.key the mask belongs to
 HISTORY = "mask_history"
+MASK_A = "mask_a"  # the pinned mask A (L, H) bool tensor, absent when nothing is pinned; B is the session's mask
 GRID_VERSION = "grid_version"  # bumped after each toggle so the next grid is a fresh widget with no selection
 DEFAULT_METRIC = "gradient"
 LIVE_BATCH_SIZE = {"classification": 64, "masked-lm": 32, "causal-lm": 8}
@@ -89,9 +90,39 @@ def set_keep(new: torch.Tensor, *, remember: bool = True) -> None:
 
 
 def sync_url() -> None:
+    """Mirror the session's mask (`?mask=`) and the pinned mask A (`?a=`, same codec) in the address bar."""
     code = encode_mask(st.session_state[KEEP])
     if st.query_params.get("mask") != code:
         st.query_params["mask"] = code
+    pinned_mask = st.session_state.get(MASK_A)
+    code_a = encode_mask(pinned_mask) if pinned_mask is not None else None
+    if st.query_params.get("a") != code_a:
+        if code_a is None:
+            del st.query_params["a"]
+        else:
+            st.query_params["a"] = code_a
+
+
+def pinned() -> torch.Tensor | None:
+    """The pinned mask A, or None."""
+    return st.session_state.get(MASK_A)
+
+
+def pin(new: torch.Tensor | None) -> None:
+    """Pin `new` as mask A (None: unpin), mirrored in the URL."""
+    if new is None:
+        st.session_state.pop(MASK_A, None)
+    else:
+        st.session_state[MASK_A] = torch.as_tensor(new).bool().clone()
+    sync_url()
+
+
+def write_mask(new: torch.Tensor, target: str) -> None:
+    """Make `new` mask A (`target` "A") or the session's mask B (anything else, with undo)."""
+    if target == "A":
+        pin(new)
+    else:
+        set_keep(new)
 
 
 def quality_key(result) -> tuple[str, str]:

@@ -5,6 +5,7 @@ import numpy as np
 import streamlit as st
 import torch
 
+from app_pages import _examples
 from app_pages import _ui as ui
 from headprune.evaluation.cost import flops_per_token, params_after
 from headprune.figures import cost_bars_figure, head_grid_figure
@@ -87,17 +88,17 @@ def live_panel(keep_mask: torch.Tensor) -> None:
         ui.error("Could not evaluate this mask", exc)
         return
     slot.empty()
-    c1, c2, c3, *rest = st.columns(6)
+    c1, c2, c3 = st.columns(3)  # two rows of three tiles: whole values and labels from 1280 px up
     if key != "loss":
         c1.metric(label, f"{100 * result[key]:.1f}%", delta=ui.delta(100 * (result[key] - dense[key]), " pts"), border=True)
     c2.metric("loss", f"{result['loss']:.3f}", delta=ui.delta(result["loss"] - dense["loss"], "", "+.3f"),
               delta_color="inverse", border=True)
     c3.metric("heads kept", f"{kept} / {total}", delta=ui.delta(kept - total, "", "+d"), delta_color="off", border=True)
+    cost_panel(keep_mask, st.columns(3))
     rerun = result.get("rerun_from_layer")
     st.caption(f"Exact on {result.get('n', len(w.df))} examples in {seconds * 1000:.0f} ms"
                + (f" (re-ran layers ≥ {rerun})" if rerun is not None else "")
                + (f". Dense {label}: {dense[key]:.1%}." if key != "loss" else "."))
-    cost_panel(keep_mask, rest)
 
 
 def cost_panel(keep_mask: torch.Tensor, columns) -> None:
@@ -179,6 +180,7 @@ def toggling_area() -> None:
                 cols[head + 1].checkbox(f"{head}", value=bool(keep_mask[layer, head]), key=box_key,
                                         on_change=on_checkbox, args=(layer, head, box_key))
     latency_panel(keep_mask)
+    _examples.sections(keep_mask)
 
 
 toggling_area()
@@ -186,6 +188,7 @@ toggling_area()
 # ------------------------------------------------------------------------------------------ automatic masks
 st.divider()
 st.subheader("Automatic masks")
+target = _examples.target_picker()
 auto, budget, lsq = st.columns(3, gap="large")
 with auto:
     st.markdown("**Prune the N least important heads**")
@@ -195,20 +198,20 @@ with auto:
         try:
             with st.spinner(f"scoring heads with {chosen}…"):
                 new = bench.least_important(chosen, int(n))
-            ui.set_keep(new)
-            ss["last_action"] = f"pruned the {n} least important heads by {chosen}"
+            ui.write_mask(new, target)
+            ss["last_action"] = f"pruned the {n} least important heads by {chosen}" + (" into A" if target == "A" else "")
             st.rerun()
         except Exception as exc:
             ui.error("Could not prune by importance", exc)
 
 
-def budget_job(progress, should_stop, metric=metric or metrics[0], drop=0.0, recovered=False):
+def budget_job(progress, should_stop, metric=metric or metrics[0], drop=0.0, recovered=False, target="B"):
     """The budget search, judged on held-out examples apart from the live set (and from the calibration data)."""
     judge, judged_on = bench.other_examples(None, JUDGE_EXAMPLES, purpose="judgement")
     calib, described = bench.other_examples("train", 512, purpose="calibration") if recovered else (None, "")
     result = bench.budget(metric, drop / 100, judge_batches=judge, recover="weights" if recovered else None,
                           calib_batches=calib, progress=progress)
-    return {"result": result, "judged_on": judged_on, "calibrated_on": described}
+    return {"result": result, "judged_on": judged_on, "calibrated_on": described, "target": target}
 
 
 with budget:
@@ -221,17 +224,17 @@ with budget:
                                   key="budget_recover")
     if st.button("Find the smallest model within budget", disabled=ui.job("budget").snapshot()["status"] == "running"):
         ui.start_job("budget", lambda progress, should_stop: budget_job(progress, should_stop, drop=drop,
-                                                                       recovered=judge_recovered))
+                                                                       recovered=judge_recovered, target=target))
         st.rerun()
     snap = ui.job_panel("budget", label="Budget search")
     found = snap["result"] if snap["status"] == "done" else None
     if found and ss.get("budget_applied") is not found:
         ss["budget_applied"] = found
         result = found["result"]
-        ui.set_keep(result.keep)
+        ui.write_mask(result.keep, found["target"])
         if result.recovery is not None:
             bench.adopt_recovery(result.recovery, found["calibrated_on"])
-        ss["last_action"] = (f"budget mask: {int(result.keep.sum())} heads kept"
+        ss["last_action"] = (f"budget mask{' (into A)' if found['target'] == 'A' else ''}: {int(result.keep.sum())} heads kept"
                              + (" (least-squares recovered: see Retraining-free recovery)" if result.recovery else ""))
         st.rerun()
     if found:

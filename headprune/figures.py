@@ -21,6 +21,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 __all__ = [
+    "ab_grid_figure",
     "attention_figure",
     "attention_mean_explainer_figure",
     "correlation_figure",
@@ -28,6 +29,7 @@ __all__ = [
     "curves_figure",
     "head_grid_figure",
     "small_multiples_figure",
+    "token_changes_html",
 ]
 
 _GREY = "#c8c8c8"  # kept head without a score (NaN)
@@ -476,3 +478,71 @@ def cost_bars_figure(dense: Mapping[str, float], pruned: Mapping[str, float],
     fig.update_yaxes(title="% of dense", ticksuffix="%", range=[0, max(115.0, 1.15 * max(percent, default=0))])
     return _layout(fig, title="Cost vs dense (dense = 100%)", height=380, barmode="group",
                    legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
+
+
+# ------------------------------------------------------------------------------------------ masks A / B
+def ab_grid_figure(keep_a, keep_b, *, names: tuple[str, str] = ("A", "B"), kv_group_size: int | None = None) -> go.Figure:
+    """Two masks side by side, layer x head: kept heads dark, removed light, and every head the masks
+    disagree on outlined in red in both panels (hover says which mask keeps it).
+
+    ``keep_a`` / ``keep_b``: bool arrays (num_layers, num_heads), True = kept. ``kv_group_size`` draws
+    KV-group separators. Traces: per panel one heatmap, then one scatter of the disagreeing heads (possibly
+    empty), so ``fig.data[1].x`` / ``.y`` list them (head, layer).
+    """
+    a = np.asarray(_as_2d("keep_a", keep_a), dtype=bool)
+    b = np.asarray(_as_2d("keep_b", keep_b, a.shape), dtype=bool)
+    num_layers, num_heads = a.shape
+    differ = a != b
+    layers, heads = np.nonzero(differ)
+    titles = [f"{html.escape(n)}: {int(m.sum())} of {m.size} heads kept" for n, m in zip(names, (a, b))]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.08)
+    scale = [[0.0, "#e6e6e6"], [0.5, "#e6e6e6"], [0.5, "#1f77b4"], [1.0, "#1f77b4"]]
+    for col, (name, mask) in enumerate(zip(names, (a, b)), start=1):
+        state = np.where(mask, "kept", "removed")
+        fig.add_trace(go.Heatmap(
+            z=mask.astype(float), x=np.arange(num_heads), y=np.arange(num_layers), zmin=0, zmax=1, colorscale=scale,
+            showscale=False, xgap=1, ygap=1, customdata=state,
+            hovertemplate=f"{html.escape(name)}: layer %{{y}}, head %{{x}} %{{customdata}}<extra></extra>"), row=1, col=col)
+        other = b if col == 1 else a
+        fig.add_trace(go.Scatter(
+            x=heads.tolist(), y=layers.tolist(), mode="markers", name="masks disagree", showlegend=col == 1,
+            marker=dict(symbol="square-open", size=float(np.clip(360 / max(num_heads, num_layers), 6, 22)),
+                        color="#d62728", line=dict(width=2)),
+            customdata=[[("kept" if mask[l, h] else "removed"), ("kept" if other[l, h] else "removed")]
+                        for l, h in zip(layers, heads)],
+            hovertemplate=(f"layer %{{y}}, head %{{x}}<br>{html.escape(name)}: %{{customdata[0]}}, "
+                           f"{html.escape(names[col % 2])}: %{{customdata[1]}}<extra></extra>")), row=1, col=col)
+        if kv_group_size and kv_group_size > 1:
+            for g in range(kv_group_size, num_heads, kv_group_size):
+                fig.add_vline(x=g - 0.5, line=dict(color="#444", width=1), row=1, col=col)
+    fig.update_yaxes(autorange="reversed", showgrid=False, zeroline=False, title="layer", col=1)
+    fig.update_yaxes(autorange="reversed", showgrid=False, zeroline=False, col=2)
+    fig.update_xaxes(showgrid=False, zeroline=False, title="head")
+    height = int(np.clip(160 + 360 * num_layers / max(num_heads, 1), 260, 720))
+    return _layout(fig, title=f"{int(differ.sum())} heads differ between {html.escape(names[0])} and "
+                              f"{html.escape(names[1])}", height=height,
+                   legend=dict(orientation="h", y=-0.12, yanchor="top", x=0, xanchor="left"))
+
+
+# ------------------------------------------------------------------------------------------ token changes
+def token_changes_html(tokens: Sequence[str], deltas: Sequence[float], *, scale: float | None = None) -> str:
+    """Tokens as inline HTML, each shaded by how much its log-probability changed: red = the model now finds
+    the token less likely, green = more likely, white = unchanged or not scored (NaN). ``scale``: the |Δ| that
+    gets full colour (default: the largest |Δ|). The hover (title) gives the change in nats."""
+    tokens, values = list(tokens), np.asarray(deltas, dtype=float)
+    if len(tokens) != len(values):
+        raise ValueError(f"one delta per token: got {len(tokens)} tokens and {len(values)} deltas")
+    finite = np.abs(values[np.isfinite(values)])
+    top = float(scale) if scale is not None else float(finite.max()) if finite.size else 1.0
+    top = top if top > 0 else 1.0
+    spans = []
+    for token, value in zip(tokens, values):
+        text = html.escape(str(token))
+        if not np.isfinite(value):
+            spans.append(f'<span style="padding:1px 2px">{text}</span>')
+            continue
+        alpha = min(1.0, abs(value) / top)
+        rgb = "214,39,40" if value < 0 else "44,160,44"
+        spans.append(f'<span title="Δ log-prob {value:+.2f}" style="background:rgba({rgb},{alpha:.2f});'
+                     f'padding:1px 2px;border-radius:3px">{text}</span>')
+    return '<span class="headprune-tokens" style="line-height:1.9">' + " ".join(spans) + "</span>"

@@ -2,6 +2,8 @@
 equal a brute-force run of every example on its own; responsible heads; greedy generation under a mask."""
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 import torch
@@ -112,10 +114,11 @@ def test_language_model_loss_movers_and_token_changes_equal_brute_force(lm_bench
     for move in changes.loss_movers:
         lpa, lpb = per_token[move.index]
         assert move.delta == pytest.approx(losses[move.index], abs=1e-4)
-        assert [t.position for t in move.tokens] == list(range(1, len(lpa) + 1))
-        assert [t.after - t.before for t in move.tokens] == pytest.approx((lpb - lpa).tolist(), abs=1e-4)
+        assert [t.position for t in move.tokens] == list(range(len(lpa) + 1))
+        assert [t.delta for t in move.tokens[1:]] == pytest.approx((lpb - lpa).tolist(), abs=1e-4)
+        assert math.isnan(move.tokens[0].delta)  # the first token is not predicted
         words = tokenizer.convert_ids_to_tokens(tokenizer(w.df["text"].iloc[move.index])["input_ids"])
-        assert [t.token for t in move.tokens] == words[1:]
+        assert [t.token for t in move.tokens] == words
     every = sorted(((float((pb - pa)[t].abs()), r, t + 1) for r, (pa, pb) in per_token.items() for t in range(len(pa))),
                    reverse=True)
     assert [abs(t.delta) for t in changes.token_movers] == pytest.approx([d for d, _, _ in every[:5]], abs=1e-4)

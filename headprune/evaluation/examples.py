@@ -88,7 +88,8 @@ class TokenChange(Record):
 
 @dataclass(frozen=True)
 class LossMove(Record):
-    """An example's loss before and after; for language models with every scored token's change."""
+    """An example's loss before and after; for language models with every token's change (NaN where the
+    token is not scored, e.g. a causal model's first token)."""
 
     index: int
     text: str
@@ -144,13 +145,15 @@ def _flips(before: ExampleOutputs, after: ExampleOutputs, texts, index, names) -
 def _token_changes(before: ExampleOutputs, after: ExampleOutputs, i: int, index: int,
                    tokens: Callable[[int], Sequence[str]] | None, positions: Sequence[int] | None = None
                    ) -> tuple[TokenChange, ...]:
-    """Positions of example i scored in both evaluations (default: all of them), token texts from `tokens(i)`."""
+    """Token changes of example i at `positions`, token texts from `tokens(i)`."""
     a, b = before.token_logprob[i], after.token_logprob[i]
     texts = list(tokens(i)) if tokens is not None else []
-    if positions is None:
-        positions = (a.isfinite() & b.isfinite()).nonzero().flatten().tolist()
-    return tuple(TokenChange(index=index, position=t, token=texts[t] if t < len(texts) else "", before=float(a[t]),
-                             after=float(b[t])) for t in positions)
+    if positions is None:  # every token when their texts are known (NaN where not scored), else the scored ones
+        positions = range(len(texts)) if texts else (a.isfinite() & b.isfinite()).nonzero().flatten().tolist()
+    nan = float("nan")
+    return tuple(TokenChange(index=index, position=t, token=texts[t] if t < len(texts) else "",
+                             before=float(a[t]) if t < len(a) else nan, after=float(b[t]) if t < len(b) else nan)
+                 for t in positions)
 
 
 def compare_examples(before: ExampleOutputs, after: ExampleOutputs, texts: Sequence[str], *,

@@ -274,6 +274,7 @@ class Workbench:
         """This session's live evaluator over the workload's examples (built on first use)."""
         if self._live is None:
             self._live = LiveEvaluator(self.model, self.workload.batches)
+            self._exact[_mask_key(torch.ones(self.shape, dtype=torch.bool))] = (self._live.dense, self._live.examples)
         return self._live
 
     def exact(self, keep) -> Evaluation:

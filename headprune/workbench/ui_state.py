@@ -109,6 +109,10 @@ class MaskHistory:
             raise UserError("nothing to undo")
         return self._past.pop()
 
+    def last(self) -> torch.Tensor | None:
+        """The mask `undo` would return (a copy), or None; the stack is left as it is."""
+        return self._past[-1].clone() if self._past else None
+
     def __len__(self) -> int:
         return len(self._past)
 

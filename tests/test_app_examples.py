@@ -1,0 +1,147 @@
+"""The Prune page's example sections under AppTest: what changed, masks A / B (kept across pages and in the
+URL), automatic masks written into A, generation side by side on a causal LM."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+from test_app import APP, TIMEOUT, tiny_workspace  # noqa: E402
+
+from headprune.workbench.ui_state import decode_mask, encode_mask  # noqa: E402
+
+PRUNE = "app_pages/prune.py"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return tiny_workspace(tmp_path_factory.mktemp("app_examples"))
+
+
+@pytest.fixture
+def app(workspace, monkeypatch, tmp_path):
+    model_dir, data = workspace
+    monkeypatch.setenv("HEADPRUNE_MODEL", str(model_dir))
+    monkeypatch.setenv("HEADPRUNE_DATA", str(data))
+    monkeypatch.setenv("HEADPRUNE_LIVE_EXAMPLES", "64")
+    monkeypatch.setenv("HEADPRUNE_CACHE", str(tmp_path / "cache"))
+    return AppTest.from_file(APP, default_timeout=TIMEOUT)
+
+
+def _ok(at):
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def _metric(at, label):
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def _button(at, label):
+    return next(b for b in at.button if b.label == label)
+
+
+def _mask(*removed):
+    keep = torch.ones(2, 4, dtype=torch.bool)
+    for layer, head in removed:
+        keep[layer, head] = False
+    return keep
+
+
+def test_what_changed_counts_flips_and_looks_inside_an_example(app):
+    app.run()
+    keep = _mask((0, 0), (0, 1), (1, 2), (1, 3))
+    app.session_state["keep"] = keep
+    app.switch_page(PRUNE).run()
+    _ok(app)
+    changes = app.session_state["bench"].what_changed(None, keep)
+    assert _metric(app, "fixed") == str(len(changes.fixed)) and _metric(app, "broken") == str(len(changes.broken))
+    assert len(changes.fixed) + len(changes.broken) + len(changes.changed) > 0
+    first = (*changes.broken, *changes.fixed, *changes.changed)[0]
+    inspect = app.selectbox(key="inspect_row")
+    assert inspect.value == first.index
+    heads = next(m for m in app.multiselect if m.key == f"inspect_heads_{first.index}")
+    assert len(heads.value) == 2 and all(not keep[h] for h in heads.value)  # removed heads, most helpful first
+    frames = [d.value for d in app.dataframe]
+    assert any("with it back" in f.columns for f in frames)
+
+
+def test_pinned_mask_survives_page_switches_and_reloads_from_the_url(app, workspace, monkeypatch):
+    app.run()
+    a = _mask((0, 1), (1, 3))
+    app.session_state["keep"] = a
+    app.switch_page(PRUNE).run()
+    _button(app, "Pin this mask as A").click().run()
+    _ok(app)
+    assert torch.equal(app.session_state["mask_a"], a)
+    b = _mask((1, 0))
+    app.session_state["keep"] = b
+    app.run()
+    _ok(app)
+    assert any("3 heads differ between A and B" in c.proto.spec for c in app.get("plotly_chart"))
+    app.radio(key="changed_base").set_value("A").run()  # what changed from A to B
+    _ok(app)
+    assert app.session_state["bench"].what_changed(a, b).n == 64
+    table = next(d.value for d in app.dataframe if "mask" in d.value.columns)
+    assert list(table["mask"]) == ["dense", "A", "B"] and list(table["heads"]) == ["8 / 8", "6 / 8", "7 / 8"]
+    for page in ("app_pages/export.py", "app_pages/home.py", PRUNE):
+        app.switch_page(page).run()
+        _ok(app)
+        assert torch.equal(app.session_state["mask_a"], a) and torch.equal(app.session_state["keep"], b)
+    assert app.query_params["a"] == [encode_mask(a)] or app.query_params["a"] == encode_mask(a)
+    # a new session opened from the link has both masks
+    fresh = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    fresh.query_params["mask"], fresh.query_params["a"] = encode_mask(b), encode_mask(a)
+    fresh.run()
+    _ok(fresh)
+    assert torch.equal(fresh.session_state["mask_a"], a) and torch.equal(fresh.session_state["keep"], b)
+    # swap, then unpin
+    fresh.switch_page(PRUNE).run()
+    _button(fresh, "Swap A and B").click().run()
+    assert torch.equal(fresh.session_state["mask_a"], b) and torch.equal(fresh.session_state["keep"], a)
+    _button(fresh, "Unpin A").click().run()
+    _ok(fresh)
+    assert "mask_a" not in fresh.session_state
+
+
+def test_automatic_masks_can_write_into_a(app):
+    app.run()
+    app.switch_page(PRUNE).run()
+    app.radio(key="auto_target").set_value("A").run()
+    app.slider(key="prune_n").set_value(3).run()
+    _button(app, "Prune N least important").click().run()
+    _ok(app)
+    assert int(app.session_state["mask_a"].sum()) == 5 and bool(app.session_state["keep"].all())
+    assert _metric(app, "heads kept") == "8 / 8"
+    assert decode_mask(encode_mask(app.session_state["mask_a"])).sum() == 5
+
+
+def test_generation_side_by_side_on_a_causal_lm(tmp_path, monkeypatch):
+    from tiny_text import word_tokenizer
+
+    from headprune.model.tiny import tiny_model
+
+    tokenizer = word_tokenizer()
+    model = tiny_model("llama", vocab_size=len(tokenizer), pad_token_id=tokenizer.eos_token_id)
+    model.save_pretrained(tmp_path / "llama")
+    tokenizer.save_pretrained(tmp_path / "llama")
+    (tmp_path / "text.csv").write_text("text\n" + "\n".join(["the movie is good and fine", "this car is bad",
+                                                             "a great tweet is not awful"] * 6) + "\n")
+    monkeypatch.setenv("HEADPRUNE_MODEL", str(tmp_path / "llama"))
+    monkeypatch.setenv("HEADPRUNE_DATA", str(tmp_path / "text.csv"))
+    monkeypatch.setenv("HEADPRUNE_LIVE_EXAMPLES", "16")
+    monkeypatch.setenv("HEADPRUNE_CACHE", str(tmp_path / "cache"))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    keep = torch.ones(3, 6, dtype=torch.bool)
+    keep[0, :3] = False
+    at.session_state["keep"] = keep
+    at.switch_page(PRUNE).run()
+    _ok(at)
+    assert any("became less likely" in c.value for c in at.caption)  # the token view of the loss movers
+    _button(at, "Generate").click().run()
+    _ok(at)
+    texts = [m.value for m in at.markdown]
+    assert any(t.startswith("**dense** · 18 heads") for t in texts)
+    assert any(t.startswith("**B (current)** · 15 heads") for t in texts)
