@@ -7,6 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from app_pages import _report
 from app_pages import _ui as ui
 from headprune.core.errors import UserError
 from headprune.core.files import check_output
@@ -88,6 +89,8 @@ if upload is not None and ss.get("mask_upload_done") != upload.file_id:
         st.rerun()
     except Exception as exc:
         ui.error(f"{upload.name} was not applied", exc)
+
+_report.report_section(keep, f"{name}-{kept}heads")
 
 # ------------------------------------------------------------------------------------------ pruned model folder
 st.subheader("2 · Pruned model folder")

@@ -515,12 +515,13 @@ def ab_grid_figure(keep_a, keep_b, *, names: tuple[str, str] = ("A", "B"), kv_gr
         if kv_group_size and kv_group_size > 1:
             for g in range(kv_group_size, num_heads, kv_group_size):
                 fig.add_vline(x=g - 0.5, line=dict(color="#444", width=1), row=1, col=col)
-    fig.update_yaxes(autorange="reversed", showgrid=False, zeroline=False, title="layer", col=1)
-    fig.update_yaxes(autorange="reversed", showgrid=False, zeroline=False, col=2)
-    fig.update_xaxes(showgrid=False, zeroline=False, title="head")
+    fig.update_yaxes(autorange="reversed", showgrid=False, zeroline=False, dtick=max(1, num_layers // 16))
+    fig.update_yaxes(title="layer", col=1)
+    fig.update_xaxes(showgrid=False, zeroline=False, title="head", dtick=max(1, num_heads // 16))
     height = int(np.clip(160 + 360 * num_layers / max(num_heads, 1), 260, 720))
-    return _layout(fig, title=f"{int(differ.sum())} heads differ between {html.escape(names[0])} and "
-                              f"{html.escape(names[1])}", height=height,
+    count = int(differ.sum())
+    return _layout(fig, title=f"{count} head{'s differ' if count != 1 else ' differs'} between {html.escape(names[0])} "
+                              f"and {html.escape(names[1])}", height=height,
                    legend=dict(orientation="h", y=-0.12, yanchor="top", x=0, xanchor="left"))
 
 

@@ -17,12 +17,12 @@ from ..core.distributed import is_main
 from ..core.errors import UserError
 from ..core.log import log_internal_error, log_to_stderr
 from ..core.records import jsonable
-from . import bench, curves, evaluate, finetune, prune, roles, score
+from . import bench, curves, evaluate, finetune, prune, report, roles, score
 from .common import Command, check_outputs
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 COMMANDS: dict[str, Command] = {c.name: c for c in (evaluate.COMMAND, score.COMMAND, prune.COMMAND, finetune.COMMAND,
-                                                    roles.COMMAND, curves.COMMAND, bench.COMMAND)}
+                                                    roles.COMMAND, curves.COMMAND, report.COMMAND, bench.COMMAND)}
 FLAGS = {"max_drop": "--budget", "zero_shot": "--zero-shot", "trust_remote_code": "--trust-remote-code"}
 
 

@@ -39,6 +39,7 @@ from ..search.iterative import iterative_scores
 from ..search.masks import least_important, removable_heads
 from .changes import Continuation, MaskSummary, changes, continuations, heads_responsible, summary
 from .export import ExportReport, prune_and_save, reproducibility_record
+from .report import build_report
 from .workload import Workload, split_batches
 
 EXACT_MEMO = 256  # exact evaluations a session remembers, by mask
@@ -380,6 +381,11 @@ class Workbench:
         """The reproducibility record of a mask (its file's `meta`)."""
         return reproducibility_record(self.workload, keep, after=after, scores=scores, latency=latency,
                                       versions=versions)
+
+    def report(self, keep, *, mask_file: str = "mask.json", out: str = "report.html",
+               versions: Mapping[str, str] | None = None) -> str:
+        """A self-contained offline HTML report of `keep` (`headprune.workbench.report.build_report`)."""
+        return build_report(self, keep, mask_file=mask_file, out=out, versions=dict(versions or {}))
 
     def export(self, keep, folder, *, recovery: Recovery | None = None, meta: Mapping[str, Any] | None = None,
                overwrite: bool = False) -> ExportReport:

@@ -36,6 +36,11 @@ class ResultStore:
         with self._lock:
             return self._values.get((kind, key))
 
+    def items(self, kind: str) -> list[tuple[tuple, Any]]:
+        """Every (key, value) of `kind`, in the order they were first stored."""
+        with self._lock:
+            return [(key, value) for (k, key), value in self._values.items() if k == kind]
+
     def put(self, kind: str, key: tuple, value) -> Any:
         with self._lock:
             self._values[(kind, key)] = value
