@@ -15,6 +15,7 @@ from headprune.workbench.ui_state import encode_mask
 TARGETS = {"B": "B (the mask you edit)", "A": "A (the pinned mask)"}
 BASES = {"dense": "the dense model", "previous": "the previous mask", "A": "the pinned mask A"}
 INSPECT = "inspect_row"  # the live example whose removed heads are shown
+CHEAP_SCORE_S = 5.0  # scores expected within this many seconds are computed on the Prune page's first visit
 
 
 def short(text: str, n: int = 90) -> str:
@@ -30,6 +31,20 @@ def target_picker() -> str:
     """Where the automatic masks write: "B" (the session's mask) or "A" (the pinned one)."""
     return st.radio("write automatic masks into", list(TARGETS), format_func=TARGETS.get, horizontal=True,
                     key="auto_target", help="B is the mask you edit; A is the one pinned for comparison.")
+
+
+def cheap_scores(metric: str, limit_s: float = CHEAP_SCORE_S):
+    """`metric`'s scores computed now when they are expected within `limit_s` seconds (gradient on a small live
+    set), else None (the page offers a button)."""
+    seconds = ui.bench().score_seconds(metric)
+    if seconds is None or seconds > limit_s:
+        return None
+    try:
+        with st.spinner(f"colouring the grid by {metric} (about {seconds:.0f} s)…"):
+            return ui.compute_scores(metric)
+    except Exception as exc:
+        ui.error(f"Could not score the heads by {metric}", exc)
+        return None
 
 
 def sections(keep: torch.Tensor) -> None:

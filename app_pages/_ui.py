@@ -6,7 +6,10 @@ imports Streamlit). One `Workload` per (model, data, size) is shared by every br
 """
 from __future__ import annotations
 
+import re
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -24,28 +27,44 @@ KEEP = "keep"  # the session's mask (L, H) bool tensor; a plain key, so it survi
 KEEP_FOR = "keep_for"  # Workload.key the mask belongs to
 HISTORY = "mask_history"
 MASK_A = "mask_a"  # the pinned mask A (L, H) bool tensor, absent when nothing is pinned; B is the session's mask
+LAST_ACTION = "last_action"  # the Prune page's caption of the last named change (reset, invert, automatic mask)
 GRID_VERSION = "grid_version"  # bumped after each toggle so the next grid is a fresh widget with no selection
 DEFAULT_METRIC = "gradient"
 LIVE_BATCH_SIZE = {"classification": 64, "masked-lm": 32, "causal-lm": 8}
+UPLOADS = Path(tempfile.gettempdir()) / "headprune-uploads"  # uploaded data files, one folder per content hash
+OPTION_HINTS = {  # where a UserError's engine option is set in the dashboard
+    "label_column": "in the sidebar, under Model and data: pick the Label column, or upload a file that has one",
+    "text_column": "in the sidebar, under Model and data: pick the Text column",
+    "data": "in the sidebar, under Model and data: choose the data",
+    "model": "in the sidebar, under Model and data: choose the model",
+}
 
 
 # ---------------------------------------------------------------------------------------------- errors
+def readable(text: str) -> str:
+    """A message on one line, uploaded files named as the user named them (no temp folders)."""
+    return re.sub(re.escape(str(UPLOADS)) + r"/[0-9a-f]+/", "", " ".join(str(text).split()))
+
+
 def error(what: str, exc: BaseException) -> None:
-    """One `st.error`: the reason for bad input; for anything else, that it is a bug and where the traceback is.
-    The session's state is left as it was."""
+    """One `st.error`: the reason for bad input (with where to fix it in the dashboard); for anything else, that
+    it is a bug and where the traceback is. The session's state is left as it was."""
     if isinstance(exc, UserError):
-        st.error(f"{what}: {' '.join(str(exc).split())}", icon="⚠️")
+        hint = OPTION_HINTS.get(exc.option or "")
+        st.error(f"{readable(what)}: {readable(exc)}" + (f" ({hint})" if hint else ""), icon="⚠️")
         return
     path = log_internal_error(exc, what)
-    st.error(f"{what}: internal error (this is a bug): {type(exc).__name__}: {' '.join(str(exc).split())[:300]}. "
+    st.error(f"{readable(what)}: internal error (this is a bug): {type(exc).__name__}: {readable(exc)[:300]}. "
              f"The traceback is in {path}.", icon="🐞")
 
 
 # --------------------------------------------------------------------------------------------- workload
 @st.cache_resource(show_spinner=False, max_entries=3)
-def cached_workload(model_spec: str, data_spec: str, live_examples: int, data_options: tuple) -> Workload:
+def cached_workload(model_spec: str, data_spec: str, live_examples: int, data_options: tuple,
+                    auto: bool = False) -> Workload:
     """One workload per (model, data, size), shared by every browser session (the model is never mutated):
-    a seeded sample of the validation split (or of a plain file) is the live set."""
+    a seeded sample of the validation split (or of a plain file) is the live set. `auto`: fewer examples when
+    the measured dense pass says a toggle would take much longer than ~2 s (`Workbench.live_size`)."""
     workload = open_workload(model_spec, data_spec, split=None, default_split="validation", limit=live_examples,
                              batch_size=None, data_options=dict(data_options))
     batch = LIVE_BATCH_SIZE.get(workload.loaded.task, 32)
@@ -53,6 +72,10 @@ def cached_workload(model_spec: str, data_spec: str, live_examples: int, data_op
         workload = open_workload(model_spec, data_spec, split=None, default_split="validation", limit=live_examples,
                                  batch_size=batch, data_options=dict(data_options))
     workload.dense  # computed once here, not on a click
+    size = Workbench(workload).live_size() if auto else len(workload.df)
+    if size < len(workload.df):
+        workload = workload.with_limit(size)
+        workload.dense
     return workload
 
 
@@ -79,13 +102,15 @@ def history() -> MaskHistory:
 
 
 def set_keep(new: torch.Tensor, *, remember: bool = True) -> None:
-    """Make `new` the session's mask (the old one goes on the undo stack), and mirror it in the URL."""
+    """Make `new` the session's mask (the old one goes on the undo stack), mirror it in the URL, and drop the
+    caption of the last named change (the caller names this one after, if it has a name)."""
     old = st.session_state.get(KEEP)
     new = torch.as_tensor(new).bool().clone()
     if remember and old is not None and not torch.equal(old, new):
         history().push(old)
     st.session_state[KEEP] = new
     st.session_state[GRID_VERSION] = st.session_state.get(GRID_VERSION, 0) + 1
+    st.session_state.pop(LAST_ACTION, None)  # a caption about an earlier change would be stale now
     sync_url()
 
 

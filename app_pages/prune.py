@@ -64,6 +64,7 @@ def undo() -> None:
 metrics = ui.metric_names()
 metric = ss.get("prune_metric") if ss.get("prune_metric") in metrics else ui.DEFAULT_METRIC
 scores = ui.stored_scores(metric) if metric else None
+scores = _examples.cheap_scores(metric) if scores is None else scores  # the grid is coloured on the first visit
 grid_scores = ui.as_numpy(scores) if scores is not None else np.full((L, H), np.nan)
 
 

@@ -145,3 +145,51 @@ def test_generation_side_by_side_on_a_causal_lm(tmp_path, monkeypatch):
     texts = [m.value for m in at.markdown]
     assert any(t.startswith("**dense** · 18 heads") for t in texts)
     assert any(t.startswith("**B (current)** · 15 heads") for t in texts)
+
+
+def test_learn_walkthrough_says_what_was_lost_and_which_heads(app):
+    app.run()
+    for label in ("Score the heads", "Got it", "Remove the least important half (4 heads)"):
+        _button(app, label).click().run()
+        _ok(app)
+    keep = app.session_state["tour"]["half"][0]
+    broken = app.session_state["bench"].what_changed(None, keep).broken
+    text = " ".join(m.value for m in app.markdown)
+    assert f"{len(broken)} now wrong" in text
+    assert all(f.text in text for f in broken[:3]) and ("Most responsible: layer" in text or not broken)
+    assert "4 of 6 steps done" in app.get("progress")[0].proto.text
+
+
+def test_errors_name_uploads_as_uploaded_and_say_where_to_fix_them(workspace, monkeypatch, tmp_path):
+    """A one-column file for a classifier: the message names the file (no temp folder) and the sidebar's box."""
+    from app_pages._ui import UPLOADS
+
+    folder = UPLOADS / "0123456789abcdef"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "only-text.csv").write_text("text\nhello there\ngood day\n")
+    monkeypatch.setenv("HEADPRUNE_MODEL", str(workspace[0]))
+    monkeypatch.setenv("HEADPRUNE_DATA", str(folder / "only-text.csv"))
+    monkeypatch.setenv("HEADPRUNE_LIVE_EXAMPLES", "8")
+    monkeypatch.setenv("HEADPRUNE_CACHE", str(tmp_path / "cache"))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    message = next(e.value for e in at.error if "Could not load" in e.value)
+    assert "only-text.csv" in message and str(UPLOADS) not in message and "0123456789abcdef" not in message
+    assert "pick the Label column" in message
+
+
+def test_prune_caption_is_never_stale_and_the_export_folder_survives_page_switches(app, tmp_path):
+    app.run()
+    app.switch_page(PRUNE).run()
+    _button(app, "Invert").click().run()
+    assert app.session_state["last_action"] == "inverted the mask"
+    box = next(c for c in app.checkbox if c.key.startswith("cb_0_1_"))
+    box.check().run()  # a later change by hand: the caption about "invert" would be stale
+    _ok(app)
+    assert "last_action" not in app.session_state
+    assert not any(c.value == "inverted the mask" for c in app.caption)
+    app.switch_page("app_pages/export.py").run()
+    app.text_input(key="export_folder").set_value(str(tmp_path / "mine")).run()
+    app.switch_page(PRUNE).run()
+    app.switch_page("app_pages/export.py").run()
+    assert app.text_input(key="export_folder").value == str(tmp_path / "mine")

@@ -203,3 +203,22 @@ def test_mask_summary_rows(classifier_bench):
     assert dense.heads_kept == dense.heads_total == 8 and row.heads_kept == int(a.sum())
     assert row.flops_per_token < dense.flops_per_token and row.loss == bench.exact(a)["loss"]
     assert row.latency_ms is None
+
+
+def test_live_set_is_sized_from_the_measured_dense_pass(classifier_bench):
+    bench = Workbench(classifier_bench.workload)
+    w = bench.workload
+    n = len(w.df)
+    assert bench.live_size(target_s=1e9) == n and bench.live_size(target_s=0.0) == 32
+    per_example = 0.5 * bench.dense.seconds / n  # a toggle re-runs about half a dense pass
+    assert bench.live_size(target_s=per_example * 40.5) == 40
+    seconds, measured = bench.toggle_seconds()
+    assert seconds == pytest.approx(0.5 * bench.dense.seconds) and not measured
+    keep = torch.ones(w.shape, dtype=torch.bool)
+    keep[1, 0] = False
+    bench.exact(keep)
+    seconds, measured = bench.toggle_seconds()
+    assert measured and seconds == bench.exact(keep).seconds
+    smaller = w.with_limit(40)  # the same sample as opening the workload with --limit 40
+    again = open_workload(w.loaded.model_id, w.data_spec, limit=40, batch_size=w.settings["batch_size"])
+    assert smaller.df.equals(again.df) and smaller.key == again.key and len(smaller.batches) == len(again.batches)

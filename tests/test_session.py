@@ -135,8 +135,9 @@ def test_eta_and_seconds_texts():
 
 def test_app_settings_from_command_line_then_environment():
     env = {"HEADPRUNE_MODEL": "/m", "HEADPRUNE_DATA": "/d.csv", "HEADPRUNE_LIVE_EXAMPLES": "32"}
-    assert app_settings([], env) == {"model": "/m", "data": "/d.csv", "live_examples": 32}
-    assert app_settings(["--model", "x", "--live-examples", "8"], env) == {"model": "x", "data": "/d.csv", "live_examples": 8}
-    assert app_settings([], {}) == {"model": "minilm-tweets", "data": "tweets", "live_examples": 256}
+    assert app_settings([], env) == {"model": "/m", "data": "/d.csv", "live_examples": 32, "auto_live": False}
+    assert app_settings(["--model", "x", "--live-examples", "8"], env) == {"model": "x", "data": "/d.csv",
+                                                                            "live_examples": 8, "auto_live": False}
+    assert app_settings([], {}) == {"model": "minilm-tweets", "data": "tweets", "live_examples": 256, "auto_live": True}
     with pytest.raises(ValueError, match="whole number"):
         app_settings([], {"HEADPRUNE_LIVE_EXAMPLES": "many"})

@@ -32,6 +32,7 @@ from ..recovery.lsq import Recovery, lsq_recover
 from ..scoring.agreement import bootstrap_ranks, compare_metrics
 from ..scoring.api import score_heads, score_many
 from ..scoring.attention import attention_pattern
+from ..scoring.registry import METRICS
 from ..scoring.roles import head_roles
 from ..search.budget import BudgetResult, budget_mask
 from ..search.curves import prune_curve, random_baseline
@@ -43,6 +44,9 @@ from .report import build_report
 from .workload import Workload, split_batches
 
 EXACT_MEMO = 256  # exact evaluations a session remembers, by mask
+TOGGLE_TARGET_S = 2.0  # the live set is sized so that a toggle answers in about this many seconds
+TOGGLE_PASS = 0.5  # a toggle re-runs about half a dense pass (layers >= the toggled one; README whatif: 0.33-0.75)
+GRADIENT_PASSES = 2.2  # a gradient-metric scoring pass in dense forward passes (bench/score_speed.py: 2.11)
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class Workbench:
         self._live: LiveEvaluator | None = None
         self._exact: collections.OrderedDict = collections.OrderedDict()  # mask key -> (Evaluation, ExampleOutputs)
         self._measured: dict[tuple, dict] = {}  # mask key -> the latest `measure` of it
+        self._toggles: collections.deque = collections.deque(maxlen=20)  # seconds of recent live re-evaluations
         self._live_lock = threading.Lock()  # the live evaluator moves its reference mask: one caller at a time
         self.recovered: RecoveredMask | None = None
 
@@ -133,6 +138,13 @@ class Workbench:
                              global_minmax=global_minmax, seed=seed, cache=cache, progress=progress)
         return self.workload.store.put("scores", key, ScoreRecord(metric, scores, options, self.workload.loaded.model_id,
                                                                   self._data_record()))
+
+    def score_seconds(self, metric: str) -> float | None:
+        """Expected seconds to score `metric` on the workload's examples, from the measured dense pass: gradient
+        metrics cost about 2.1 passes (forward + backward; bench/score_speed.py), others are not estimated (None)."""
+        if METRICS[metric].needs != "gradient":
+            return None
+        return GRADIENT_PASSES * float(self.dense.seconds or 0.0)
 
     def stored_score(self, metric: str, **options) -> ScoreRecord | None:
         """The score record of `metric` if some session computed it already (no work)."""
@@ -293,10 +305,26 @@ class Workbench:
             if key not in self._exact:
                 result = self.live.evaluate(keep)
                 self._exact[key] = (result, self.live.examples)
+                if result.rerun_from_layer is not None:
+                    self._toggles.append(result.seconds)
                 while len(self._exact) > EXACT_MEMO:
                     self._exact.popitem(last=False)
             self._exact.move_to_end(key)
             return self._exact[key]
+
+    def toggle_seconds(self) -> tuple[float, bool]:
+        """(expected seconds of a toggle's exact evaluation, whether measured): the median of this session's
+        recent toggles, else TOGGLE_PASS of the measured dense pass."""
+        if self._toggles:
+            return float(sorted(self._toggles)[len(self._toggles) // 2]), True
+        return TOGGLE_PASS * float(self.dense.seconds or 0.0), False
+
+    def live_size(self, target_s: float = TOGGLE_TARGET_S, *, minimum: int = 32) -> int:
+        """The most live examples (at most the workload's) whose toggle is expected within `target_s` seconds,
+        from the measured dense pass (a toggle re-runs about TOGGLE_PASS of it)."""
+        n = len(self.workload.df)
+        per_example = TOGGLE_PASS * float(self.dense.seconds or 0.0) / n
+        return n if per_example <= 0 else max(min(minimum, n), min(n, int(target_s / per_example)))
 
     def estimate(self, keep) -> float:
         """Instant first-order loss estimate of a mask around the dense model."""

@@ -15,7 +15,8 @@ import torch
 
 from ..core.errors import UserError
 
-DEFAULT_LIVE_EXAMPLES = 256  # a toggle answers in about a second on 2 CPU cores for MiniLM (6x12, 128 tokens)
+DEFAULT_LIVE_EXAMPLES = 256  # a toggle answers in about a second on 2 CPU cores for MiniLM (6x12, 128 tokens);
+# slower models get fewer (Workbench.live_size), unless a size is given
 
 _HEX = "0123456789abcdef"
 
@@ -120,7 +121,8 @@ class MaskHistory:
 # ----------------------------------------------------------------------------------------- app settings
 def app_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> dict:
     """Starting model, data and live-set size: `streamlit run app.py -- --model M --data D --live-examples N`,
-    else env HEADPRUNE_MODEL / HEADPRUNE_DATA / HEADPRUNE_LIVE_EXAMPLES, else minilm-tweets on the tweets."""
+    else env HEADPRUNE_MODEL / HEADPRUNE_DATA / HEADPRUNE_LIVE_EXAMPLES, else minilm-tweets on the tweets.
+    `auto_live`: no size was given, so the dashboard may shrink the default set until a toggle takes ~2 s."""
     environ = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(prog="app.py", add_help=False)
     parser.add_argument("--model", default=environ.get("HEADPRUNE_MODEL") or "minilm-tweets")
@@ -131,9 +133,10 @@ def app_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
     if live is None:
         text = environ.get("HEADPRUNE_LIVE_EXAMPLES", "")
         try:
-            live = int(text) if text else DEFAULT_LIVE_EXAMPLES
+            live = int(text) if text else None
         except ValueError:
             raise UserError(f"HEADPRUNE_LIVE_EXAMPLES must be a whole number, got {text!r}") from None
-    if live < 1:
+    if live is not None and live < 1:
         raise UserError(f"the live evaluation set needs at least 1 example, got {live}")
-    return {"model": args.model, "data": args.data, "live_examples": live}
+    return {"model": args.model, "data": args.data, "live_examples": live or DEFAULT_LIVE_EXAMPLES,
+            "auto_live": live is None}

@@ -105,6 +105,17 @@ class Workload:
             position -= size
         raise UserError(f"example position {position} is past the last example")
 
+    def with_limit(self, limit: int) -> "Workload":
+        """The same model and data with a seeded sample of `limit` rows (as `open_workload(..., limit=limit)`
+        would make it, without loading the model again)."""
+        s = self.settings
+        df, batches = split_batches(self.loaded, self.data_spec, self.split, default_split=s["default_split"],
+                                    limit=limit, batch_size=s["batch_size"], max_length=s["max_length"], seed=s["seed"],
+                                    data_options=self.data_options())
+        settings = {**s, "limit": limit, "data_fingerprint": data_fingerprint(df)}
+        return Workload(loaded=self.loaded, data_spec=self.data_spec, split=self.split, df=df, batches=batches,
+                        settings=settings)
+
     def data_options(self) -> dict:
         return {k: self.settings[k] for k in DATA_OPTIONS if self.settings.get(k) is not None}
 
