@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import torch
 
 from ..core.errors import UserError
-from ..core.progress import Progress, parts, sub
+from ..core.progress import Progress, sub, weighted
 from ..core.records import Record
 from ..core.types import CurveMode, RecoveryMethod, RecoveryTarget, UnitMode
 from ..evaluation.latency import measure
@@ -35,7 +35,7 @@ from ..scoring.attention import attention_pattern
 from ..scoring.registry import METRICS
 from ..scoring.roles import head_roles
 from ..search.budget import BudgetResult, budget_mask
-from ..search.curves import prune_curve, random_baseline
+from ..search.curves import curve_cost, prune_curve, random_baseline, ranking_cost
 from ..search.iterative import iterative_scores
 from ..search.masks import least_important, removable_heads
 from .changes import Continuation, MaskSummary, changes, continuations, heads_responsible, summary
@@ -224,7 +224,10 @@ class Workbench:
         """The most heads removable by `metric`'s order within `max_drop` (a fraction) of dense on `judge_batches`
         (default: the workload's own examples), each candidate recovered by least squares on `calib_batches`
         when `recover` names a method."""
-        rank, search = parts(progress, 2) if iterative is not None else (None, progress)
+        heads = self.shape[0] * self.shape[1]
+        ranking = 0.0 if iterative is None and self.stored_score(metric) is not None else \
+            ranking_cost(metric, heads, mode="iterative" if iterative else "one-shot", step=iterative or 1.0, until=until)
+        rank, search = weighted(progress, [ranking, (heads.bit_length() + 1) * (3.0 if recover else 1.0)])
         scores = self.ranking(metric, iterative=iterative, until=until, min_heads_per_layer=min_heads_per_layer,
                               unit_mode=unit_mode, progress=rank)
         judge = judge_batches if judge_batches is not None else self.workload.batches
@@ -251,7 +254,9 @@ class Workbench:
             return found
         evaluator = LiveEvaluator(self.model, self.workload.batches)
         jobs = [(m, mode) for m in metrics for mode in modes]
-        pieces = parts(progress, len(jobs) + (1 if seeds else 0))
+        heads = self.shape[0] * self.shape[1]
+        pieces = weighted(progress, [curve_cost(m, heads, fractions, mode=mode, step=step) for m, mode in jobs]
+                          + ([seeds * len(fractions)] if seeds else []))
         frames = [prune_curve(self.model, self.workload.batches, metric, fractions, mode=mode, step=step,
                               stop_below=stop_below, evaluator=evaluator, progress=piece)
                   for (metric, mode), piece in zip(jobs, pieces)]
