@@ -136,6 +136,10 @@ def inspect(changes, keep: torch.Tensor) -> None:
     texts.update({m.index: m.text for m in changes.loss_movers if m.index not in texts})
     if bool(keep.all()) or not texts:
         return
+    ss.setdefault("inspect_on", bench.toggle_seconds()[0] < 1.0)  # slow models would pay on every toggle: opt in
+    if not st.toggle("Look inside an example: the removed heads that matter for it, and their attention",
+                     key="inspect_on"):
+        return
     if ss.get(INSPECT) not in texts:
         ss[INSPECT] = next(iter(texts))
     row = st.selectbox("Look inside an example (or click a row above)", list(texts), key=INSPECT,

@@ -274,8 +274,8 @@ def small_multiples_figure(score_maps: Mapping[str, np.ndarray], *, cols: int = 
     shown = {name: _minmax(a) if normalise else a for name, a in maps.items()}
     lo, hi = (0.0, 1.0) if normalise else _finite_range(np.concatenate([a.ravel() for a in maps.values()]))
 
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=names, horizontal_spacing=0.04,
-                        vertical_spacing=min(0.3, 0.12 / max(1, rows - 1) + 0.04))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=names, horizontal_spacing=0.03, shared_yaxes=True,
+                        vertical_spacing=min(0.3, 0.12 / max(1, rows - 1) + 0.06))
     for i, name in enumerate(names):
         fig.add_trace(go.Heatmap(
             z=shown[name], x=np.arange(num_heads), y=np.arange(num_layers), customdata=maps[name],
@@ -284,6 +284,7 @@ def small_multiples_figure(score_maps: Mapping[str, np.ndarray], *, cols: int = 
                           + ("<br>normalised %{z:.2f}" if normalise else "") + "<extra></extra>",
         ), row=i // cols + 1, col=i % cols + 1)
     fig.update_yaxes(autorange="reversed", showgrid=False, zeroline=False)
+    fig.update_yaxes(title_text="layer", col=1)  # tick labels only in the first column (shared): no overlaps
     fig.update_xaxes(showgrid=False, zeroline=False)
     panel = float(np.clip(220 * num_layers / num_heads, 120, 320))
     return _layout(
@@ -310,6 +311,7 @@ def correlation_figure(corr: pd.DataFrame, *, title: str = "Rank correlation (Sp
     text = [[_fmt(v, ".2f") for v in row] for row in values]
     fig = go.Figure(go.Heatmap(
         z=values, x=labels, y=labels, text=text, texttemplate="%{text}", zmin=-1, zmax=1, zmid=0,
+        textfont=dict(size=15 if len(labels) <= 6 else 13),
         colorscale="RdBu", xgap=1, ygap=1, colorbar=dict(thickness=12, tickvals=[-1, -0.5, 0, 0.5, 1]),
         hovertemplate="%{y} vs %{x}: %{text}<extra></extra>",
     ))
