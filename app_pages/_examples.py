@@ -3,6 +3,8 @@ attention on one example), masks A / B side by side, generation side by side. La
 Workbench call (`what_changed`, `responsible`, `attention_pattern`, `summary`, `generate`)."""
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import streamlit as st
 import torch
@@ -16,6 +18,11 @@ TARGETS = {"B": "B (the mask you edit)", "A": "A (the pinned mask)"}
 BASES = {"dense": "the dense model", "previous": "the previous mask", "A": "the pinned mask A"}
 INSPECT = "inspect_row"  # the live example whose removed heads are shown
 CHEAP_SCORE_S = 5.0  # scores expected within this many seconds are computed on the Prune page's first visit
+
+
+def md(text: str) -> str:
+    """User text made literal for `st.markdown` (no emphasis, code, links or LaTeX from its characters)."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", str(text))
 
 
 def short(text: str, n: int = 90) -> str:
@@ -117,11 +124,14 @@ def token_view(changes) -> None:
     """Language models: the loss movers with every token shaded by its log-probability change."""
     st.caption("The examples whose loss moved most. Red tokens became less likely, green ones more likely "
                "(hover a token for its change in nats).")
+    if not any(m.delta for m in changes.loss_movers):
+        st.caption(f"No example's loss changed on the {changes.n} live examples.")
+        return
     scale = max((abs(t.delta) for m in changes.loss_movers for t in m.tokens if t.delta == t.delta), default=1.0)
     for move in changes.loss_movers[:5]:
-        st.markdown(f"**#{move.index}** · loss {move.before:.3f} → {move.after:.3f} ({move.delta:+.3f})<br>"
-                    + token_changes_html([t.token for t in move.tokens], [t.delta for t in move.tokens], scale=scale),
-                    unsafe_allow_html=True)
+        st.html(f"<div><b>#{move.index}</b> · loss {move.before:.3f} → {move.after:.3f} ({move.delta:+.3f})<br>"
+                + token_changes_html([t.token for t in move.tokens], [t.delta for t in move.tokens], scale=scale)
+                + "</div>")
     if changes.token_movers:
         with st.expander("The tokens whose log-probability moved most"):
             st.dataframe(pd.DataFrame([{"#": t.index, "token": t.token, "position": t.position,
@@ -238,6 +248,6 @@ def generation(keep: torch.Tensor) -> None:
     if found and found[0] == request:
         for column, out in zip(st.columns(len(found[1])), found[1]):
             column.markdown(f"**{out.name}** · {out.heads_kept} heads")
-            column.markdown(f"{prompt} **{out.text}**")
+            column.markdown(f"{md(prompt)} **{md(out.text)}**")
     elif found:
         st.caption("The prompt or the masks changed since the last generation: press Generate again.")

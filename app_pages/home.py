@@ -5,6 +5,7 @@ import streamlit as st
 import torch
 
 from app_pages import _ui as ui
+from app_pages._examples import md
 from headprune.figures import head_grid_figure
 from headprune.model import layout
 
@@ -119,7 +120,7 @@ def lost_step() -> None:
             ui.error("Could not find the heads responsible", exc)
             return
         blame = ", ".join(f"layer {e.layer} head {e.head} (back alone: loss −{e.gain:.2f})" for e in heads if e.gain > 0)
-        st.markdown(f"> {text}\n\n{what}. " + (f"Most responsible: {blame}." if blame else "No single head restores it."))
+        st.markdown(f"> {md(text)}\n\n{what}. " + (f"Most responsible: {blame}." if blame else "No single head restores it."))
     st.caption("Inspect any example and the attention of its heads under *What changed* on the Prune page.")
 
 

@@ -193,3 +193,9 @@ def test_prune_caption_is_never_stale_and_the_export_folder_survives_page_switch
     app.switch_page(PRUNE).run()
     app.switch_page("app_pages/export.py").run()
     assert app.text_input(key="export_folder").value == str(tmp_path / "mine")
+
+
+def test_user_text_is_literal_in_markdown():
+    from app_pages._examples import md
+
+    assert md("a *b* [c](d) $x$ #1 <b>") == r"a \*b\* \[c\]\(d\) \$x\$ \#1 \<b\>"
