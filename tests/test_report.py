@@ -18,6 +18,7 @@ from headprune.model.schema import write_mask
 from headprune.workbench import Workbench, open_workload
 
 CHROMIUM = os.environ.get("HEADPRUNE_CHROMIUM", "/usr/bin/chromium")
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread of a shared machine
 
 
 def report_data(text: str) -> dict:
