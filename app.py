@@ -140,7 +140,7 @@ def sidebar() -> None:
                                         "about 2 s.")
             if "workload" in ss:
                 seconds, measured = ui.bench().toggle_seconds()
-                st.caption(f"A toggle takes about {seconds:.1f} s with {len(ss['workload'].df)} examples "
+                st.caption(f"A toggle takes about {seconds:.1f} s on {len(ss['workload'].df)} examples "
                            f"({'measured' if measured else 'expected from the dense pass'}).")
             if st.button("Load", type="primary", width="stretch"):
                 spec = (model_spec.strip(), data_spec.strip(), int(live), options)
