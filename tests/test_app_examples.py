@@ -6,10 +6,10 @@ import pytest
 import torch
 
 pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
-from test_app import APP, TIMEOUT, tiny_workspace  # noqa: E402
+from streamlit.testing.v1 import AppTest
+from test_app import APP, TIMEOUT, tiny_workspace
 
-from headprune.workbench.ui_state import decode_mask, encode_mask  # noqa: E402
+from headprune.workbench.ui_state import decode_mask, encode_mask
 
 PRUNE = "app_pages/prune.py"
 

@@ -6,10 +6,18 @@ import json
 import re
 import shlex
 import time
-from pathlib import Path
 
 import pytest
-from test_browser import go, grid_point, metric_value, on_failure, page, server, shoot, wait_idle  # noqa: F401
+from test_browser import (  # noqa: F401
+    go,
+    grid_point,
+    metric_value,
+    on_failure,
+    page,
+    server,
+    shoot,
+    wait_idle,
+)
 from test_report import report_data
 
 from headprune.cli import main
@@ -30,7 +38,7 @@ def click_head(pg, layer: int, head: int, kept_after: str) -> None:
     wait_idle(pg)
 
 
-def test_pin_a_change_b_compare_and_download_the_report(on_failure, server, tmp_path, monkeypatch):
+def test_pin_a_change_b_compare_and_download_the_report(on_failure, server, tmp_path, monkeypatch):  # noqa: F811
     with on_failure as pg:
         pg.goto(server)
         pg.get_by_text("layers × heads").first.wait_for()

@@ -5,6 +5,7 @@ import pytest
 
 from headprune.core.progress import weighted
 from headprune.search.curves import curve_cost, ranking_cost
+
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread of a shared machine
 
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread of
 
 def report_data(text: str) -> dict:
     """The numbers block of a report."""
-    found = re.search(r'<script type="application/json" id="headprune-report-data">(.*?)</script>', text, re.S)
+    found = re.search(r'<script type="application/json" id="headprune-report-data">(.*?)</script>', text, re.DOTALL)
     assert found, "no data block in the report"
     return json.loads(found.group(1))
 
@@ -95,7 +95,7 @@ def test_the_report_opens_offline_in_chromium_with_every_figure(made, tmp_path):
     playwright_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM}")
-    root, bench, keep = made
+    _, bench, keep = made
     bench.score("gradient")
     bench.curves(["gradient"], ["one-shot"], [0.0, 0.25, 0.5], seeds=2)
     path = tmp_path / "report.html"

@@ -6,7 +6,14 @@ from pathlib import Path
 
 from ..model.schema import read_scores
 from ..workbench.report import write_report
-from .common import Command, add_model_args, add_output_args, add_overwrite_arg, open_bench, read_keep
+from .common import (
+    Command,
+    add_model_args,
+    add_output_args,
+    add_overwrite_arg,
+    open_bench,
+    read_keep,
+)
 
 
 def build(parser: argparse.ArgumentParser) -> None:

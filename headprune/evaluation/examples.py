@@ -9,8 +9,8 @@ pass with a gate row per candidate, `gated` with per-example gates).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 

@@ -7,7 +7,7 @@ model's greedy `generate`. No KV cache: every step re-runs the whole sequence (a
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

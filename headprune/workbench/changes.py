@@ -2,15 +2,22 @@
 the heads responsible for one example, greedy generation side by side, and a mask's numbers in one row."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
 from ..core.errors import UserError
 from ..core.records import Record
 from ..evaluation.cost import flops_per_token, params_after
-from ..evaluation.examples import ExampleChanges, ExampleOutputs, HeadEffect, compare_examples, responsible_heads
+from ..evaluation.examples import (
+    ExampleChanges,
+    ExampleOutputs,
+    HeadEffect,
+    compare_examples,
+    responsible_heads,
+)
 from ..evaluation.generation import greedy_continuation
 from ..evaluation.metrics import Evaluation
 from ..model.units import kv_cache_bytes_per_token

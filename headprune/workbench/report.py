@@ -16,7 +16,8 @@ import datetime
 import html
 import json
 import shlex
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -161,6 +162,14 @@ def _figures_sections(bench: Workbench, keep: torch.Tensor, scores: Sequence[Sco
     return out
 
 
+def _reproduce_section(mask_file: str, mask_json: str, commands: Sequence[str]) -> str:
+    """The mask file as a download link (a data URI: no network) and shown, then the commands."""
+    link = base64.b64encode(mask_json.encode()).decode()
+    return (f'<p>Save the mask as <a download="{_esc(mask_file)}" href="data:application/json;base64,{link}">'
+            f"{_esc(mask_file)}</a>, then:</p><pre>{_esc(chr(10).join(commands))}</pre><details><summary>The mask "
+            f"file (with its reproducibility record)</summary><pre>{_esc(mask_json)}</pre></details>")
+
+
 def build_report(bench: Workbench, keep, *, mask_file: str = "mask.json", out: str = "report.html",
                  versions: dict | None = None) -> str:
     """The report of mask `keep` over `bench`'s workload, as one HTML text (see the module docstring)."""
@@ -180,13 +189,9 @@ def build_report(bench: Workbench, keep, *, mask_file: str = "mask.json", out: s
                               ("data", f"{w.data_spec} [{w.split or 'all rows'}], {len(w.df)} examples"),
                               ("tokens per example", f"at most {w.settings['max_length']}"),
                               ("made", datetime.datetime.now().strftime("%Y-%m-%d %H:%M")), ("by", GENERATOR)])
-    link = base64.b64encode(mask_json.encode()).decode()
     sections = [("Model and data", about), ("Before and after", metrics_html),
                 *_figures_sections(bench, keep, scores), ("What changed, example by example", examples_html),
-                ("Reproduce it", f'<p>Save the mask as <a download="{_esc(mask_file)}" href="data:application/json;'
-                                 f'base64,{link}">{_esc(mask_file)}</a>, then:</p><pre>{_esc(chr(10).join(commands))}</pre>'
-                                 f"<details><summary>The mask file (with its reproducibility record)</summary>"
-                                 f"<pre>{_esc(mask_json)}</pre></details>")]
+                ("Reproduce it", _reproduce_section(mask_file, mask_json, commands))]
     data = {"generator": GENERATOR, "model": w.loaded.model_id, "data": w.data_spec, "examples": len(w.df),
             "kept_heads": keep.tolist(), "scores": [r.metric for r in scores], **numbers, "flips": flips,
             "commands": commands}
