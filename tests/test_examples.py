@@ -225,3 +225,17 @@ def test_live_set_is_sized_from_the_measured_dense_pass(classifier_bench):
     smaller = w.with_limit(40)  # the same sample as opening the workload with --limit 40
     again = open_workload(w.loaded.model_id, w.data_spec, limit=40, batch_size=w.settings["batch_size"])
     assert smaller.df.equals(again.df) and smaller.key == again.key and len(smaller.batches) == len(again.batches)
+
+
+def test_a_recovered_mask_and_a_measured_latency_feed_the_comparisons(classifier_bench):
+    bench = Workbench(classifier_bench.workload)
+    keep = torch.ones(bench.shape, dtype=torch.bool)
+    keep[0, :2] = False
+    recovered = bench.recover(keep, "scales", calib=(bench.workload.batches, "the live set"))
+    assert float(recovered.examples.loss.mean()) == pytest.approx(recovered.result["loss"], rel=1e-5)
+    changes = bench.what_changed(keep, recovered)  # masked → recovered, example by example
+    assert changes.n == len(bench.workload.df)
+    assert bench.summary(keep).latency_ms is None and bench.measured_for(keep) is None
+    measured = bench.measure(keep, batch_size=1, seq_len=8, repeats=1)
+    assert bench.summary(keep).latency_ms == measured["pruned"]["latency_ms_median"]
+    assert bench.summary().latency_ms == measured["dense"]["latency_ms_median"]
