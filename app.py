@@ -134,7 +134,7 @@ def sidebar() -> None:
                 if columns:
                     options = column_pickers(columns)
             live = st.number_input("Live evaluation examples", min_value=8, max_value=20000, step=64,
-                                   value=len(ss["workload"].df) if "workload" in ss else int(current[2]),
+                                   value=int(current[2]),
                                    help="Every toggle is evaluated exactly on this many examples: more is steadier, "
                                         "fewer is faster. The default set shrinks for slow models until a toggle takes "
                                         "about 2 s.")
@@ -207,7 +207,8 @@ if "workload" not in st.session_state:
     try:
         spec = (SETTINGS["model"], SETTINGS["data"], SETTINGS["live_examples"], {})
         st.session_state["workload"] = load(*spec, auto=SETTINGS["auto_live"])
-        st.session_state["workload_spec"] = spec
+        sized = st.session_state["workload"].settings["limit"]  # the size chosen for this model, when shrunk
+        st.session_state["workload_spec"] = (*spec[:2], sized or spec[2], spec[3])
     except Exception as exc:
         ui.error(f"Could not load the starting model {SETTINGS['model']} with data {SETTINGS['data']}", exc)
         st.info("Pick another model or data in the sidebar and press Load.")
