@@ -65,6 +65,7 @@ def test_pin_a_change_b_compare_and_download_the_report(on_failure, server, tmp_
             pg.get_by_role("button", name=re.compile("Download mask JSON")).click()
         mask_name = info.value.suggested_filename
         info.value.save_as(tmp_path / mask_name)
+        wait_idle(pg)  # the mask download reruns the page: click the next button once it has settled
         with pg.expect_download(timeout=180_000) as info:
             pg.get_by_role("button", name=re.compile("Download report")).click()
         report = tmp_path / info.value.suggested_filename
