@@ -24,11 +24,11 @@ import torch  # noqa: E402
 from app_pages import _ui as ui  # noqa: E402
 from headprune.core.errors import UserError  # noqa: E402
 from headprune.core.files import atomic_write_bytes  # noqa: E402
-from headprune.core.paths import cache_dir  # noqa: E402
 from headprune.core.progress import eta_text, format_seconds  # noqa: E402
 from headprune.core.roots import safe_upload_name  # noqa: E402
 from headprune.model import adapters, layout  # noqa: E402
 from headprune.presets import PRESETS, build_preset, preset_meta  # noqa: E402
+from headprune.sources.files import read_local  # noqa: E402
 from headprune.workbench.ui_state import MaskHistory, app_settings, decode_mask  # noqa: E402
 
 st.set_page_config(page_title="headprune", page_icon=":material/content_cut:", layout="wide")
@@ -67,34 +67,43 @@ def build_preset_with_progress(name: str) -> None:
     bar.progress(1.0, text=f"done in {format_seconds(time.monotonic() - start)}")
 
 
-def load(model_spec: str, data_spec: str, live_examples: int, data_options: dict | None = None):
+def load(model_spec: str, data_spec: str, live_examples: int, data_options: dict | None = None, auto: bool = False):
     build_preset_with_progress(model_spec)
     with st.spinner(f"Loading {model_spec} and {live_examples} examples of {Path(data_spec).name or data_spec}…"):
-        return ui.cached_workload(model_spec, data_spec, int(live_examples), tuple(sorted((data_options or {}).items())))
+        return ui.cached_workload(model_spec, data_spec, int(live_examples), tuple(sorted((data_options or {}).items())),
+                                  auto)
 
 
 def upload_to_file(upload) -> str:
-    """An uploaded CSV/JSON/Parquet file, saved (under a short safe name) in the cache's uploads folder, where
-    `headprune.sources.data.load_data` can read it."""
+    """An uploaded CSV/JSON/Parquet file, saved in the cache's uploads folder under `<content hash>/<its own name,
+    sanitised and short>`, where `headprune.sources.data.load_data` can read it."""
     content = upload.getvalue()
-    path = cache_dir("uploads") / safe_upload_name(upload.name, content)
+    path = ui.UPLOADS / safe_upload_name(upload.name, content)
     if not path.exists():
         atomic_write_bytes(path, content)
     return str(path)
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
 def upload_columns(path: str) -> list[str]:
-    import pandas as pd
-
-    suffix = Path(path).suffix.lower()
+    """The columns of an uploaded file, read the way the loader reads it ([] when it cannot be read: the
+    loader says why when the user presses Load)."""
     try:
-        if suffix == ".parquet":
-            return list(pd.read_parquet(path).columns)
-        if suffix in (".json", ".jsonl"):
-            return list(pd.read_json(path, lines=suffix == ".jsonl").columns)
-        return list(pd.read_csv(path, nrows=5, sep=None, engine="python").columns)
-    except Exception:  # the loader gives the real reason when the user loads it
+        return [str(c) for c in read_local(Path(path), None).columns if str(c) != "split"]
+    except Exception:
         return []
+
+
+def column_pickers(columns: list[str]) -> dict:
+    """Text and label column pickers for an uploaded file (a one-column file: what it can and cannot be used for)."""
+    if len(columns) == 1:
+        st.info(f"This file has one column, “{columns[0]}”: enough text for a language model. A classifier also "
+                "needs a label column: add one (for a CSV, a header like `text,label`) and upload the file again.")
+        return {"text_column": columns[0]}
+    guess = "(guess)"
+    text = st.selectbox("Text column", [guess, *columns])
+    label = st.selectbox("Label column", [guess, *columns])
+    return {k: v for k, v in (("text_column", text), ("label_column", label)) if v != guess}
 
 
 def sidebar() -> None:
@@ -111,25 +120,29 @@ def sidebar() -> None:
             if choice == OTHER_MODEL:
                 model_spec = st.text_input("Hub id or model folder", value="" if current[0] in PRESETS else current[0],
                                            placeholder="bert-base-uncased or /path/to/folder")
-            kind_default = "tweets" if current[1] == "tweets" else "path"
-            kind = st.radio("Data", list(DATA_KINDS), format_func=DATA_KINDS.get, index=list(DATA_KINDS).index(kind_default),
-                            horizontal=False)
+            if "data_kind" not in ss:  # keyed, so a load never flips it (an upload stays an upload)
+                ss["data_kind"] = "tweets" if current[1] == "tweets" else "path"
+            kind = st.radio("Data", list(DATA_KINDS), format_func=DATA_KINDS.get, key="data_kind", horizontal=False)
             data_spec, options = "tweets", {}
             if kind == "path":
-                data_spec = st.text_input("Data file or Hub dataset", value="" if current[1] == "tweets" else current[1],
-                                          placeholder="/path/data.csv or glue")
+                typed = "" if current[1] == "tweets" or current[1].startswith(str(ui.UPLOADS)) else current[1]
+                data_spec = st.text_input("Data file or Hub dataset", value=typed, placeholder="/path/data.csv or glue")
             elif kind == "upload":
-                upload = st.file_uploader("CSV, JSON, JSONL or Parquet", type=["csv", "tsv", "json", "jsonl", "parquet"])
+                upload = st.file_uploader("CSV, JSON, JSONL or Parquet", type=["csv", "tsv", "json", "jsonl", "parquet"],
+                                          key="data_upload")
                 data_spec = upload_to_file(upload) if upload is not None else ""
                 columns = upload_columns(data_spec) if data_spec else []
                 if columns:
-                    guess = "(guess)"
-                    text = st.selectbox("Text column", [guess, *columns])
-                    label = st.selectbox("Label column", [guess, *columns])
-                    options = {k: v for k, v in (("text_column", text), ("label_column", label)) if v != guess}
+                    options = column_pickers(columns)
             live = st.number_input("Live evaluation examples", min_value=8, max_value=20000, step=64,
                                    value=int(current[2]),
-                                   help="Every toggle is evaluated exactly on this many examples: more is steadier, fewer is faster.")
+                                   help="Every toggle is evaluated exactly on this many examples: more is steadier, "
+                                        "fewer is faster. The default set shrinks for slow models until a toggle takes "
+                                        "about 2 s.")
+            if "workload" in ss:
+                seconds, measured = ui.bench().toggle_seconds()
+                st.caption(f"A toggle takes about {seconds:.1f} s on {len(ss['workload'].df)} examples "
+                           f"({'measured' if measured else 'expected from the dense pass'}).")
             if st.button("Load", type="primary", width="stretch"):
                 spec = (model_spec.strip(), data_spec.strip(), int(live), options)
                 try:
@@ -174,25 +187,40 @@ def describe(w) -> None:
 
 
 def sync_mask() -> None:
-    """The session's mask: kept across pages; a new session adopts the mask in the URL, if it fits the model."""
+    """The session's mask (B) and pinned mask A: kept across pages; a new session adopts the masks in the URL
+    (`?mask=`, `?a=`), if they fit the model; another model starts with all heads and nothing pinned."""
     ss, w = st.session_state, st.session_state["workload"]
     if ss.get(ui.KEEP_FOR) != w.key:
-        keep = torch.ones(w.shape, dtype=torch.bool)
-        code = st.query_params.get("mask")
-        if code and ui.KEEP_FOR not in ss:
-            try:
-                keep = decode_mask(code, w.shape)
-            except ValueError as exc:
-                ui.error("The mask in the link was not applied", exc)
+        keep = pinned = None
+        if ui.KEEP_FOR not in ss:  # a new session: adopt the link's masks
+            keep = mask_from_link("mask", w.shape, "The mask in the link was not applied")
+            pinned = mask_from_link("a", w.shape, "The pinned mask A in the link was not applied")
+        keep = torch.ones(w.shape, dtype=torch.bool) if keep is None else keep
         ss[ui.KEEP], ss[ui.KEEP_FOR], ss[ui.HISTORY] = keep, w.key, MaskHistory()
+        ss.pop(ui.MASK_A, None)
+        if pinned is not None:
+            ss[ui.MASK_A] = pinned
     ui.sync_url()
+
+
+def mask_from_link(name: str, shape: tuple[int, int], what: str):
+    """The mask in the URL's `name` parameter, or None (absent, or shown as an error when it does not fit)."""
+    code = st.query_params.get(name)
+    if not code:
+        return None
+    try:
+        return decode_mask(code, shape)
+    except ValueError as exc:
+        ui.error(what, exc)
+        return None
 
 
 if "workload" not in st.session_state:
     try:
         spec = (SETTINGS["model"], SETTINGS["data"], SETTINGS["live_examples"], {})
-        st.session_state["workload"] = load(*spec)
-        st.session_state["workload_spec"] = spec
+        st.session_state["workload"] = load(*spec, auto=SETTINGS["auto_live"])
+        sized = st.session_state["workload"].settings["limit"]  # the size chosen for this model, when shrunk
+        st.session_state["workload_spec"] = (*spec[:2], sized or spec[2], spec[3])
     except Exception as exc:
         ui.error(f"Could not load the starting model {SETTINGS['model']} with data {SETTINGS['data']}", exc)
         st.info("Pick another model or data in the sidebar and press Load.")

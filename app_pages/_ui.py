@@ -7,6 +7,7 @@ imports Streamlit). One `Workload` per (model, data, size) is shared by every br
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 from headprune.core.errors import UserError
 from headprune.core.log import log_internal_error
 from headprune.core.outputs import check_output
+from headprune.core.paths import cache_dir
 from headprune.core.roots import PathPolicy
 from headprune.scoring.registry import METRICS
 from headprune.workbench import Workbench, Workload, open_workload
@@ -28,19 +30,34 @@ from headprune.workbench.ui_state import MaskHistory, app_settings, encode_mask
 KEEP = "keep"  # the session's mask (L, H) bool tensor; a plain key, so it survives page switches
 KEEP_FOR = "keep_for"  # Workload.key the mask belongs to
 HISTORY = "mask_history"
+MASK_A = "mask_a"  # the pinned mask A (L, H) bool tensor, absent when nothing is pinned; B is the session's mask
+LAST_ACTION = "last_action"  # the Prune page's caption of the last named change (reset, invert, automatic mask)
 DEFAULT_METRIC = "gradient"
 LIVE_BATCH_SIZE = {"classification": 64, "masked-lm": 32, "causal-lm": 8}
+UPLOADS = cache_dir("uploads")  # uploaded data files, one folder per content hash (headprune.core.roots.safe_upload_name)
+OPTION_HINTS = {  # where a UserError's engine option is set in the dashboard
+    "label_column": "in the sidebar, under Model and data: pick the Label column, or upload a file that has one",
+    "text_column": "in the sidebar, under Model and data: pick the Text column",
+    "data": "in the sidebar, under Model and data: choose the data",
+    "model": "in the sidebar, under Model and data: choose the model",
+}
 
 
 # ---------------------------------------------------------------------------------------------- errors
+def readable(text: str) -> str:
+    """A message on one line, uploaded files named as the user named them (no temp folders)."""
+    return re.sub(re.escape(str(UPLOADS)) + r"/[0-9a-f]+/", "", " ".join(str(text).split()))
+
+
 def error(what: str, exc: BaseException) -> None:
-    """One `st.error`: the reason for bad input; for anything else, that it is a bug and where the traceback is.
-    The session's state is left as it was."""
+    """One `st.error`: the reason for bad input (with where to fix it in the dashboard); for anything else, that
+    it is a bug and where the traceback is. The session's state is left as it was."""
     if isinstance(exc, UserError):
-        st.error(f"{what}: {' '.join(str(exc).split())}", icon="⚠️")
+        hint = OPTION_HINTS.get(exc.option or "")
+        st.error(f"{readable(what)}: {readable(exc)}" + (f" ({hint})" if hint else ""), icon="⚠️")
         return
     path = log_internal_error(exc, what)
-    st.error(f"{what}: internal error (this is a bug): {type(exc).__name__}: {' '.join(str(exc).split())[:300]}. "
+    st.error(f"{readable(what)}: internal error (this is a bug): {type(exc).__name__}: {readable(exc)[:300]}. "
              f"The traceback is in {path}.", icon="🐞")
 
 
@@ -57,9 +74,11 @@ def policy() -> PathPolicy:
 
 # --------------------------------------------------------------------------------------------- workload
 @st.cache_resource(show_spinner=False, max_entries=3)
-def cached_workload(model_spec: str, data_spec: str, live_examples: int, data_options: tuple) -> Workload:
+def cached_workload(model_spec: str, data_spec: str, live_examples: int, data_options: tuple,
+                    auto: bool = False) -> Workload:
     """One workload per (model, data, size), shared by every browser session (the model is never mutated):
-    a seeded sample of the validation split (or of a plain file) is the live set."""
+    a seeded sample of the validation split (or of a plain file) is the live set. `auto`: fewer examples when
+    the measured dense pass says a toggle would take much longer than ~2 s (`Workbench.live_size`)."""
     workload = open_workload(model_spec, data_spec, split=None, default_split="validation", limit=live_examples,
                              batch_size=None, data_options=dict(data_options))
     batch = LIVE_BATCH_SIZE.get(workload.loaded.task, 32)
@@ -67,6 +86,10 @@ def cached_workload(model_spec: str, data_spec: str, live_examples: int, data_op
         workload = open_workload(model_spec, data_spec, split=None, default_split="validation", limit=live_examples,
                                  batch_size=batch, data_options=dict(data_options))
     workload.dense  # computed once here, not on a click
+    size = Workbench(workload).live_size() if auto else len(workload.df)
+    if size < len(workload.df):
+        workload = workload.with_limit(size)
+        workload.dense
     return workload
 
 
@@ -93,19 +116,49 @@ def history() -> MaskHistory:
 
 
 def set_keep(new: torch.Tensor, *, remember: bool = True) -> None:
-    """Make `new` the session's mask (the old one goes on the undo stack), and mirror it in the URL."""
+    """Make `new` the session's mask (the old one goes on the undo stack), mirror it in the URL, and drop the
+    caption of the last named change (the caller names this one after, if it has a name)."""
     old = st.session_state.get(KEEP)
     new = torch.as_tensor(new).bool().clone()
     if remember and old is not None and not torch.equal(old, new):
         history().push(old)
     st.session_state[KEEP] = new
+    st.session_state.pop(LAST_ACTION, None)  # a caption about an earlier change would be stale now
     sync_url()
 
 
 def sync_url() -> None:
-    """Put the session's mask in the URL, every time: the browser may have sent an older URL than the one an
-    interrupted run has just written (the browser ignores a URL it already shows)."""
+    """Put the session's mask (`?mask=`) and the pinned mask A (`?a=`, same codec) in the URL, every time: the
+    browser may have sent an older URL than the one an interrupted run has just written (the browser ignores a
+    URL it already shows)."""
     st.query_params["mask"] = encode_mask(st.session_state[KEEP])
+    pinned_mask = st.session_state.get(MASK_A)
+    if pinned_mask is not None:
+        st.query_params["a"] = encode_mask(pinned_mask)
+    elif "a" in st.query_params:
+        del st.query_params["a"]
+
+
+def pinned() -> torch.Tensor | None:
+    """The pinned mask A, or None."""
+    return st.session_state.get(MASK_A)
+
+
+def pin(new: torch.Tensor | None) -> None:
+    """Pin `new` as mask A (None: unpin), mirrored in the URL."""
+    if new is None:
+        st.session_state.pop(MASK_A, None)
+    else:
+        st.session_state[MASK_A] = torch.as_tensor(new).bool().clone()
+    sync_url()
+
+
+def write_mask(new: torch.Tensor, target: str) -> None:
+    """Make `new` mask A (`target` "A") or the session's mask B (anything else, with undo)."""
+    if target == "A":
+        pin(new)
+    else:
+        set_keep(new)
 
 
 def new_json_upload(upload, key: str):

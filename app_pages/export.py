@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_pages import _compress
+from app_pages import _compress, _report
 from app_pages import _deploy as deploy
 from app_pages import _ui as ui
 from headprune.core.progress import format_seconds
@@ -79,6 +79,8 @@ try:
         st.rerun()
 except Exception as exc:
     ui.error(f"{upload.name} was not applied", exc)
+
+_report.report_section(keep, f"{name}-{kept}heads")
 
 # ------------------------------------------------------------------------------------------ pruned model folder
 st.subheader("2 · Pruned model folder")

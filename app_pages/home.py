@@ -1,10 +1,11 @@
-"""Learn: what an attention head is, and a five-step walkthrough that shows head redundancy on the loaded model."""
+"""Learn: what an attention head is, and a six-step walkthrough that shows head redundancy on the loaded model."""
 from __future__ import annotations
 
 import streamlit as st
 import torch
 
 from app_pages import _ui as ui
+from app_pages._examples import md
 from headprune.figures import head_grid_figure
 from headprune.model import layout
 
@@ -34,10 +35,9 @@ to look at. The loaded model, **{w.loaded.model_id}**, has **{L} layers × {H} h
 Research found that many heads can be switched off with little or no loss (Michel et al. 2019: about 40% of BERT's
 heads), while a few do the heavy lifting (Voita et al. 2019). This tool lets you see which, and remove them.
 
-Five steps, one click each, on the loaded model and {len(w.df)} examples. Dense {qlabel}: **{fmt(w.dense)}**.
+Six steps, a click or none each, on the loaded model and {len(w.df)} examples. Dense {qlabel}: **{fmt(w.dense)}**.
 """)
-done = sum(k in tour for k in ("scores", "half", "random", "recovered")) + bool(tour.get("read"))
-st.progress(done / 5, text=f"{done} of 5 steps done")
+progress_slot = st.empty()  # filled after the steps, so a click in them counts at once
 metric = ui.DEFAULT_METRIC
 
 
@@ -94,6 +94,36 @@ def half_step() -> None:
             st.switch_page("app_pages/prune.py")
 
 
+def lost_step() -> None:
+    keep, _ = tour["half"]
+    try:
+        changes = bench.what_changed(None, keep, top=3)
+    except Exception as exc:
+        ui.error("Could not compare the examples", exc)
+        return
+    if changes.task == "classification":
+        st.write(f"Removing {half} heads changed the answer on {len(changes.fixed) + len(changes.broken) + len(changes.changed)}"
+                 f" of {changes.n} examples: **{len(changes.broken)} now wrong** that were right, {len(changes.fixed)} "
+                 "now right that were wrong. Some that it now gets wrong, and the removed heads that would help most "
+                 "if brought back alone:")
+        lost = [(f.index, f.text, f"gold **{f.label}** · answer {f.before} → **{f.after}** · P({f.label}) "
+                                  f"{f.gold_prob_before:.0%} → {f.gold_prob_after:.0%}") for f in changes.broken[:3]]
+    else:
+        st.write("The examples whose loss rose most, and the removed heads that would help most if brought back alone:")
+        lost = [(m.index, m.text, f"loss {m.before:.2f} → {m.after:.2f}") for m in changes.loss_movers if m.delta > 0]
+    if not lost:
+        st.success("Nothing was lost on these examples.")
+    for row, text, what in lost:
+        try:
+            heads = bench.responsible(row, keep, top=2)
+        except Exception as exc:
+            ui.error("Could not find the heads responsible", exc)
+            return
+        blame = ", ".join(f"layer {e.layer} head {e.head} (back alone: loss −{e.gain:.2f})" for e in heads if e.gain > 0)
+        st.markdown(f"> {md(text)}\n\n{what}. " + (f"Most responsible: {blame}." if blame else "No single head restores it."))
+    st.caption("Inspect any example and the attention of its heads under *What changed* on the Prune page.")
+
+
 def random_step() -> None:
     st.write("Is that because the scores are good, or would any half do? Remove a random half instead.")
     if st.button("Remove a random half", type="primary", key="tour_random"):
@@ -145,5 +175,8 @@ def recover_step() -> None:
 step(1, "Score the heads", True, score_step)
 step(2, "Read the heatmap", "scores" in tour, read_step)
 step(3, "Remove the least important half", bool(tour.get("read")), half_step)
-step(4, "Compare with removing a random half", "half" in tour, random_step)
-step(5, "Recover without retraining", "random" in tour, recover_step)
+step(4, "What did we lose?", "half" in tour, lost_step)
+step(5, "Compare with removing a random half", "half" in tour, random_step)
+step(6, "Recover without retraining", "random" in tour, recover_step)
+done = sum(k in tour for k in ("scores", "half", "random", "recovered")) + bool(tour.get("read")) + ("half" in tour)
+progress_slot.progress(done / 6, text=f"{done} of 6 steps done")

@@ -151,11 +151,11 @@ if st.button("Score and compare", disabled=len(choices) < 2):
 ui.job_panel("compare", label="Scoring and comparing metrics")
 if compared is not None:
     maps = {m: ui.as_numpy(compared["maps"][m]) for m in choices}
-    a, b = st.columns([3, 2], gap="large")
-    a.plotly_chart(small_multiples_figure(maps, cols=min(4, len(maps))), key="imp_multiples")
-    b.plotly_chart(correlation_figure(compared["corr"]["spearman"]), key="imp_corr")
-    st.caption("Each map is min-max scaled on its own. Spearman rank correlation over the heads every metric scored: "
-               "1 = same order, 0 = unrelated, NaN = the metric gives no order at all.")
+    st.plotly_chart(small_multiples_figure(maps, cols=min(4, len(maps))), key="imp_multiples")
+    a, b = st.columns([3, 2], gap="large")  # the correlations below the maps, wide enough to read every number
+    a.plotly_chart(correlation_figure(compared["corr"]["spearman"]), key="imp_corr")
+    b.caption("Each map is min-max scaled on its own. Spearman rank correlation over the heads every metric scored: "
+              "1 = same order, 0 = unrelated, NaN = the metric gives no order at all.")
 
     st.subheader("A metric that cannot work: attention_mean")
     st.markdown(ui.metric_description("attention_mean"))

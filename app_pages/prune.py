@@ -6,6 +6,7 @@ import streamlit as st
 import torch
 
 from app_pages import _deploy as deploy
+from app_pages import _examples
 from app_pages import _grid
 from app_pages import _ui as ui
 from headprune.evaluation.cost import flops_per_token, params_after
@@ -59,21 +60,22 @@ def sync_checkboxes() -> None:
 
 
 def apply(new: torch.Tensor, what: str) -> None:
-    ss["last_action"] = what
-    ui.set_keep(new)
+    ui.set_keep(new)  # first: a change clears the caption of the one before
+    ss[ui.LAST_ACTION] = what
 
 
 def undo() -> None:
     try:
         ui.set_keep(ui.history().undo(), remember=False)
     except ValueError as exc:
-        ss["last_action"] = f"⚠️ {exc}"
+        ss[ui.LAST_ACTION] = f"⚠️ {exc}"
 
 
 # ------------------------------------------------------------------------------------------ scores
 metrics = ui.metric_names()
 metric = ss.get("prune_metric") if ss.get("prune_metric") in metrics else ui.DEFAULT_METRIC
 scores = ui.stored_scores(metric)
+scores = _examples.cheap_scores(metric) if scores is None else scores  # the grid is coloured on the first visit
 grid_scores = ui.as_numpy(scores) if scores is not None else np.full((L, H), np.nan)
 
 
@@ -108,7 +110,7 @@ def live_panel(keep_mask: torch.Tensor, tiles, note) -> None:
     note.caption(f"Exact on {result.get('n', len(w.df))} examples in {seconds * 1000:.0f} ms"
                  + (f" (re-ran layers ≥ {rerun})" if rerun is not None else "")
                  + (f". Dense {label}: {dense[key]:.1%}." if key != "loss" else "."))
-    c1, c2, c3, *rest = tiles.columns(6)
+    c1, c2, c3 = tiles.columns(3)  # two rows of three tiles: whole values and labels from 1280 px up
     if key != "loss":
         c1.metric(label, f"{100 * result[key]:.1f}%", delta=ui.delta(100 * (result[key] - dense[key]), " pts"),
                   border=True, height="stretch")
@@ -116,20 +118,21 @@ def live_panel(keep_mask: torch.Tensor, tiles, note) -> None:
               delta_color="inverse", border=True, height="stretch")
     c3.metric("heads kept", f"{kept} / {total}", delta=ui.delta(kept - total, "", "+d") or "±0", delta_color="off",
               delta_arrow="off", border=True, height="stretch")  # always a delta line: the row keeps its height
-    cost_panel(keep_mask, rest)
+    cost_panel(keep_mask, tiles.columns(3))
 
 
 def cost_panel(keep_mask: torch.Tensor, columns) -> None:
     kv_dense, kv_now = kv_cache_bytes_per_token(model), kv_cache_bytes_per_token(model, keep_mask)
     f_dense, f_now = flops_per_token(model, None), flops_per_token(model, keep_mask)
     p_dense, p_now = layout.parameter_count(model), params_after(model, keep_mask)
-    c1, c2, c3 = columns
-    c1.metric("FLOPs / token", f"{f_now / 1e6:.1f} M", delta=ui.delta(100 * (f_now / f_dense - 1), "%"),
-              delta_color="inverse", border=True, height="stretch")
-    c2.metric("parameters", f"{p_now / 1e6:.2f} M", delta=ui.delta(100 * (p_now / p_dense - 1), "%"),
-              delta_color="inverse", border=True, height="stretch")
-    c3.metric("KV cache / token", f"{kv_now / 1024:.1f} KiB", delta=ui.delta(100 * (kv_now / kv_dense - 1), "%"),
-              delta_color="inverse", border=True, height="stretch")
+    tiles = [("FLOPs / token", f"{f_now / 1e6:.1f} M", f_now / f_dense),
+             ("parameters", f"{p_now / 1e6:.2f} M", p_now / p_dense),
+             ("KV cache / token", f"{kv_now / 1024:.1f} KiB", kv_now / kv_dense)]
+    for column, (label, value, ratio) in zip(columns, tiles):
+        change = ui.delta(100 * (ratio - 1), "%")
+        # Always a delta line ("±0%" when unchanged): the row keeps its height and the grid below never moves.
+        column.metric(label, value, delta=change or "±0%", delta_color="inverse" if change else "off",
+                      delta_arrow="auto" if change else "off", border=True, height="stretch")
 
 
 def latency_panel(keep_mask: torch.Tensor) -> None:
@@ -163,8 +166,8 @@ def toggling_area() -> None:
     b[1].button("Reset", on_click=apply, args=(torch.ones(L, H, dtype=torch.bool), "reset: all heads kept"),
                 width="stretch")
     b[2].button("Invert", on_click=apply, args=(~keep_mask, "inverted the mask"), width="stretch")
-    if ss.get("last_action"):
-        b[3].caption(ss["last_action"])
+    if ss.get(ui.LAST_ACTION):
+        b[3].caption(ss[ui.LAST_ACTION])
     with st.expander("Keyboard-friendly: the same mask as checkboxes (Tab / Space)"):
         boxes = dict(ss.get(BOXES, {}))
         for layer in range(L):
@@ -179,6 +182,7 @@ def toggling_area() -> None:
         ss[BOXES] = boxes
     live_panel(keep_mask, tiles, note)  # the slow part last: the grid (and its acknowledgement) is out already
     latency_panel(keep_mask)
+    _examples.sections(keep_mask)
 
 
 toggling_area()
@@ -186,6 +190,7 @@ toggling_area()
 # ------------------------------------------------------------------------------------------ automatic masks
 st.divider()
 st.subheader("Automatic masks")
+target = _examples.target_picker()
 auto, budget, lsq = st.columns(3, gap="large")
 with auto:
     st.markdown("**Prune the N least important heads**")
@@ -195,20 +200,20 @@ with auto:
         try:
             with st.spinner(f"scoring heads with {chosen}…"):
                 new = bench.least_important(chosen, int(n))
-            ui.set_keep(new)
-            ss["last_action"] = f"pruned the {n} least important heads by {chosen}"
+            ui.write_mask(new, target)
+            ss[ui.LAST_ACTION] = f"pruned the {n} least important heads by {chosen}" + (" into A" if target == "A" else "")
             st.rerun()
         except Exception as exc:
             ui.error("Could not prune by importance", exc)
 
 
-def budget_job(progress, should_stop, metric=metric or metrics[0], drop=0.0, recovered=False):
+def budget_job(progress, should_stop, metric=metric or metrics[0], drop=0.0, recovered=False, target="B"):
     """The budget search, judged on held-out examples apart from the live set (and from the calibration data)."""
     judge, judged_on = bench.other_examples(None, JUDGE_EXAMPLES, purpose="judgement")
     calib, described = bench.other_examples("train", 512, purpose="calibration") if recovered else (None, "")
     result = bench.budget(metric, drop / 100, judge_batches=judge, recover="weights" if recovered else None,
                           calib_batches=calib, progress=progress)
-    return {"result": result, "judged_on": judged_on, "calibrated_on": described}
+    return {"result": result, "judged_on": judged_on, "calibrated_on": described, "target": target}
 
 
 with budget:
@@ -221,17 +226,17 @@ with budget:
                                   key="budget_recover")
     if st.button("Find the smallest model within budget", disabled=ui.job("budget").snapshot()["status"] == "running"):
         ui.start_job("budget", lambda progress, should_stop: budget_job(progress, should_stop, drop=drop,
-                                                                       recovered=judge_recovered))
+                                                                       recovered=judge_recovered, target=target))
         st.rerun()
     snap = ui.job_panel("budget", label="Budget search")
     found = snap["result"] if snap["status"] == "done" else None
     if found and ss.get("budget_applied") is not found:
         ss["budget_applied"] = found
         result = found["result"]
-        ui.set_keep(result.keep)
+        ui.write_mask(result.keep, found["target"])
         if result.recovery is not None:
             bench.adopt_recovery(result.recovery, found["calibrated_on"])
-        ss["last_action"] = (f"budget mask: {int(result.keep.sum())} heads kept"
+        ss[ui.LAST_ACTION] = (f"budget mask{' (into A)' if found['target'] == 'A' else ''}: {int(result.keep.sum())} heads kept"
                              + (" (least-squares recovered: see Retraining-free recovery)" if result.recovery else ""))
         st.rerun()
     if found:

@@ -21,6 +21,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 __all__ = [
+    "ab_grid_figure",
     "attention_figure",
     "add_compress_trace",
     "attention_mean_explainer_figure",
@@ -30,6 +31,7 @@ __all__ = [
     "curves_figure",
     "head_grid_figure",
     "small_multiples_figure",
+    "token_changes_html",
 ]
 
 _GREY = "#c8c8c8"  # kept head without a score (NaN)
@@ -274,8 +276,8 @@ def small_multiples_figure(score_maps: Mapping[str, np.ndarray], *, cols: int = 
     shown = {name: _minmax(a) if normalise else a for name, a in maps.items()}
     lo, hi = (0.0, 1.0) if normalise else _finite_range(np.concatenate([a.ravel() for a in maps.values()]))
 
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=names, horizontal_spacing=0.04,
-                        vertical_spacing=min(0.3, 0.12 / max(1, rows - 1) + 0.04))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=names, horizontal_spacing=0.03, shared_yaxes=True,
+                        vertical_spacing=min(0.3, 0.12 / max(1, rows - 1) + 0.06))
     for i, name in enumerate(names):
         fig.add_trace(go.Heatmap(
             z=shown[name], x=np.arange(num_heads), y=np.arange(num_layers), customdata=maps[name],
@@ -284,6 +286,7 @@ def small_multiples_figure(score_maps: Mapping[str, np.ndarray], *, cols: int = 
                           + ("<br>normalised %{z:.2f}" if normalise else "") + "<extra></extra>",
         ), row=i // cols + 1, col=i % cols + 1)
     fig.update_yaxes(autorange="reversed", showgrid=False, zeroline=False)
+    fig.update_yaxes(title_text="layer", col=1)  # tick labels only in the first column (shared): no overlaps
     fig.update_xaxes(showgrid=False, zeroline=False)
     panel = float(np.clip(220 * num_layers / num_heads, 120, 320))
     return _layout(
@@ -310,6 +313,7 @@ def correlation_figure(corr: pd.DataFrame, *, title: str = "Rank correlation (Sp
     text = [[_fmt(v, ".2f") for v in row] for row in values]
     fig = go.Figure(go.Heatmap(
         z=values, x=labels, y=labels, text=text, texttemplate="%{text}", zmin=-1, zmax=1, zmid=0,
+        textfont=dict(size=15 if len(labels) <= 6 else 13),
         colorscale="RdBu", xgap=1, ygap=1, colorbar=dict(thickness=12, tickvals=[-1, -0.5, 0, 0.5, 1]),
         hovertemplate="%{y} vs %{x}: %{text}<extra></extra>",
     ))
@@ -551,3 +555,72 @@ def add_compress_trace(fig: go.Figure, trajectory, *, heads_total: int, name: st
         customdata=kept["phase"], legendgroup="compress",
         hovertemplate=f"{html.escape(name)}: %{{customdata}}<br>%{{x:.1f}}% pruned<br>validation %{{y:.4g}}<extra></extra>"))
     return fig
+
+
+# ------------------------------------------------------------------------------------------ masks A / B
+def ab_grid_figure(keep_a, keep_b, *, names: tuple[str, str] = ("A", "B"), kv_group_size: int | None = None) -> go.Figure:
+    """Two masks side by side, layer x head: kept heads dark, removed light, and every head the masks
+    disagree on outlined in red in both panels (hover says which mask keeps it).
+
+    ``keep_a`` / ``keep_b``: bool arrays (num_layers, num_heads), True = kept. ``kv_group_size`` draws
+    KV-group separators. Traces: per panel one heatmap, then one scatter of the disagreeing heads (possibly
+    empty), so ``fig.data[1].x`` / ``.y`` list them (head, layer).
+    """
+    a = np.asarray(_as_2d("keep_a", keep_a), dtype=bool)
+    b = np.asarray(_as_2d("keep_b", keep_b, a.shape), dtype=bool)
+    num_layers, num_heads = a.shape
+    differ = a != b
+    layers, heads = np.nonzero(differ)
+    titles = [f"{html.escape(n)}: {int(m.sum())} of {m.size} heads kept" for n, m in zip(names, (a, b))]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.08)
+    scale = [[0.0, "#e6e6e6"], [0.5, "#e6e6e6"], [0.5, "#1f77b4"], [1.0, "#1f77b4"]]
+    for col, (name, mask) in enumerate(zip(names, (a, b)), start=1):
+        state = np.where(mask, "kept", "removed")
+        fig.add_trace(go.Heatmap(
+            z=mask.astype(float), x=np.arange(num_heads), y=np.arange(num_layers), zmin=0, zmax=1, colorscale=scale,
+            showscale=False, xgap=1, ygap=1, customdata=state,
+            hovertemplate=f"{html.escape(name)}: layer %{{y}}, head %{{x}} %{{customdata}}<extra></extra>"), row=1, col=col)
+        other = b if col == 1 else a
+        fig.add_trace(go.Scatter(
+            x=heads.tolist(), y=layers.tolist(), mode="markers", name="masks disagree", showlegend=col == 1,
+            marker=dict(symbol="square-open", size=float(np.clip(360 / max(num_heads, num_layers), 6, 22)),
+                        color="#d62728", line=dict(width=2)),
+            customdata=[[("kept" if mask[l, h] else "removed"), ("kept" if other[l, h] else "removed")]
+                        for l, h in zip(layers, heads)],
+            hovertemplate=(f"layer %{{y}}, head %{{x}}<br>{html.escape(name)}: %{{customdata[0]}}, "
+                           f"{html.escape(names[col % 2])}: %{{customdata[1]}}<extra></extra>")), row=1, col=col)
+        if kv_group_size and kv_group_size > 1:
+            for g in range(kv_group_size, num_heads, kv_group_size):
+                fig.add_vline(x=g - 0.5, line=dict(color="#444", width=1), row=1, col=col)
+    fig.update_yaxes(autorange="reversed", showgrid=False, zeroline=False, dtick=max(1, num_layers // 16))
+    fig.update_yaxes(title="layer", col=1)
+    fig.update_xaxes(showgrid=False, zeroline=False, title="head", dtick=max(1, num_heads // 16))
+    height = int(np.clip(160 + 360 * num_layers / max(num_heads, 1), 260, 720))
+    count = int(differ.sum())
+    return _layout(fig, title=f"{count} head{'s differ' if count != 1 else ' differs'} between {html.escape(names[0])} "
+                              f"and {html.escape(names[1])}", height=height,
+                   legend=dict(orientation="h", y=-0.12, yanchor="top", x=0, xanchor="left"))
+
+
+# ------------------------------------------------------------------------------------------ token changes
+def token_changes_html(tokens: Sequence[str], deltas: Sequence[float], *, scale: float | None = None) -> str:
+    """Tokens as inline HTML, each shaded by how much its log-probability changed: red = the model now finds
+    the token less likely, green = more likely, white = unchanged or not scored (NaN). ``scale``: the |Δ| that
+    gets full colour (default: the largest |Δ|). The hover (title) gives the change in nats."""
+    tokens, values = list(tokens), np.asarray(deltas, dtype=float)
+    if len(tokens) != len(values):
+        raise ValueError(f"one delta per token: got {len(tokens)} tokens and {len(values)} deltas")
+    finite = np.abs(values[np.isfinite(values)])
+    top = float(scale) if scale is not None else float(finite.max()) if finite.size else 1.0
+    top = top if top > 0 else 1.0
+    spans = []
+    for token, value in zip(tokens, values):
+        text = html.escape(str(token))
+        if not np.isfinite(value):
+            spans.append(f'<span style="padding:1px 2px">{text}</span>')
+            continue
+        alpha = min(1.0, abs(value) / top)
+        rgb = "214,39,40" if value < 0 else "44,160,44"
+        spans.append(f'<span title="Δ log-prob {value:+.2f}" style="background:rgba({rgb},{alpha:.2f});'
+                     f'padding:1px 2px;border-radius:3px">{text}</span>')
+    return '<span class="headprune-tokens" style="line-height:1.9">' + " ".join(spans) + "</span>"

@@ -341,7 +341,7 @@ def test_quick_clicks_all_count_and_the_link_opens_the_mask_the_page_shows(on_fa
             open_prune(fresh, pg.url)
             assert_shows_removed(fresh, clicked, total)
             fresh.close()
-            pg.get_by_role("button", name="Reset").click()
+            pg.get_by_role("button", name="Reset", exact=True).click()
             wait_idle(pg)
             assert_shows_removed(pg, [], total)
 

@@ -268,6 +268,33 @@ def test_cost_bars_normalise_to_dense():
         figures.cost_bars_figure(dict(dense, params=0), pruned)
 
 
+# ------------------------------------------------------------------------------------------- A / B
+def test_ab_grids_mark_exactly_the_heads_the_masks_disagree_on():
+    a, b = _scores() > 0.5, _scores(seed=2) > 0.5
+    fig = figures.ab_grid_figure(a, b, names=("pinned", "current"))
+    heat_a, marks_a, heat_b, marks_b = fig.data
+    assert np.array_equal(np.asarray(heat_a.z), a.astype(float)) and np.array_equal(np.asarray(heat_b.z), b.astype(float))
+    layers, heads = np.nonzero(a != b)
+    for marks in (marks_a, marks_b):
+        assert list(marks.x) == heads.tolist() and list(marks.y) == layers.tolist()
+    assert fig.layout.title.text.startswith(f"{int((a != b).sum())} heads differ between pinned and current")
+    assert marks_a.customdata[0][0] == ("kept" if a[layers[0], heads[0]] else "removed")
+    same = figures.ab_grid_figure(a, a)
+    assert len(same.data[1].x) == 0 and same.layout.title.text.startswith("0 heads differ")
+    with pytest.raises(ValueError, match=r"keep_b must have shape \(4, 6\)"):
+        figures.ab_grid_figure(a, np.ones((3, 6), dtype=bool))
+
+
+def test_token_changes_are_shaded_by_sign_and_size_and_escaped():
+    out = figures.token_changes_html(["<b>", "good", "day"], [-2.0, 1.0, float("nan")])
+    assert "&lt;b&gt;" in out and "<b>" not in out
+    assert "rgba(214,39,40,1.00)" in out and "rgba(44,160,44,0.50)" in out  # red: less likely; green: more
+    assert out.count("title=") == 2  # the unscored token has no change to show
+    assert "rgba(44,160,44,0.25)" in figures.token_changes_html(["a"], [1.0], scale=4.0)
+    with pytest.raises(ValueError, match="one delta per token"):
+        figures.token_changes_html(["a", "b"], [1.0])
+
+
 # ---------------------------------------------------------------------------------------- serialisable
 @pytest.mark.parametrize("build", [
     lambda: figures.head_grid_figure(np.where(_scores() > 0.9, np.nan, _scores()), _scores(seed=4) > 0.5,
@@ -279,6 +306,7 @@ def test_cost_bars_normalise_to_dense():
     lambda: figures.attention_mean_explainer_figure(np.full((4, 6), 0.1), _scores(), "fisher"),
     lambda: figures.cost_bars_figure(dict(params=10), dict(params=5), keys=("params",)),
     lambda: figures.compress_figure(_trajectory(), heads_total=12, dense=0.8, threshold=0.75, test=0.78),
+    lambda: figures.ab_grid_figure(_scores() > 0.5, _scores(seed=2) > 0.5, kv_group_size=3),
 ])
 def test_every_figure_serialises(build):
     fig = build()

@@ -102,11 +102,12 @@ def test_eta_and_seconds_texts():
 
 def test_app_settings_from_command_line_then_environment():
     env = {"HEADPRUNE_MODEL": "/m", "HEADPRUNE_DATA": "/d.csv", "HEADPRUNE_LIVE_EXAMPLES": "32"}
-    start = lambda settings: {k: settings[k] for k in ("model", "data", "live_examples")}  # noqa: E731
-    assert start(app_settings([], env)) == {"model": "/m", "data": "/d.csv", "live_examples": 32}
-    assert start(app_settings(["--model", "x", "--live-examples", "8"], env)) == {"model": "x", "data": "/d.csv",
-                                                                                "live_examples": 8}
-    assert start(app_settings([], {})) == {"model": "minilm-tweets", "data": "tweets", "live_examples": 256}
+    start = lambda settings: {k: settings[k] for k in ("model", "data", "live_examples", "auto_live")}  # noqa: E731
+    assert start(app_settings([], env)) == {"model": "/m", "data": "/d.csv", "live_examples": 32, "auto_live": False}
+    assert start(app_settings(["--model", "x", "--live-examples", "8"], env)) == {
+        "model": "x", "data": "/d.csv", "live_examples": 8, "auto_live": False}
+    assert start(app_settings([], {})) == {"model": "minilm-tweets", "data": "tweets", "live_examples": 256,
+                                           "auto_live": True}
     served = app_settings(["--served", "--data-root", "/srv/d"], {})
     assert served["served"] is True and served["roots"]["data_root"] == "/srv/d" and app_settings([], {})["served"] is None
     assert app_settings(["--local"], {})["served"] is False

@@ -25,6 +25,7 @@ from . import (
     export_onnx,
     finetune,
     prune,
+    report,
     roles,
     score,
 )
@@ -33,7 +34,7 @@ from .common import Command, check_outputs
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 COMMANDS: dict[str, Command] = {c.name: c for c in (evaluate.COMMAND, score.COMMAND, prune.COMMAND, export_onnx.COMMAND,
                                                     finetune.COMMAND, compress.COMMAND, roles.COMMAND, curves.COMMAND,
-                                                    bench.COMMAND)}
+                                                    report.COMMAND, bench.COMMAND)}
 FLAGS = {"max_drop": "--budget", "zero_shot": "--zero-shot", "trust_remote_code": "--trust-remote-code"}
 
 

@@ -2,12 +2,14 @@
 
 Engine functions take `progress: Progress | None`; `report` calls it when given, `sub` maps a part of the work
 onto a sub-range of the caller's bar (so nested work never computes ranges by hand), `parts` splits a bar
-into equal consecutive parts. `TqdmProgress` draws one on stderr (CLI); the dashboard's jobs record one.
+into equal consecutive parts, `weighted` into parts sized by their expected cost (so an ETA holds).
+`TqdmProgress` draws one on stderr (CLI); the dashboard's jobs record one; `eta_text` is the one
+remaining-time text (engines report what they do, never their own estimate).
 """
 from __future__ import annotations
 
 import sys
-from typing import Protocol
+from typing import Protocol, Sequence
 
 
 class Progress(Protocol):
@@ -38,6 +40,18 @@ def parts(progress: Progress | None, count: int) -> list[Progress | None]:
     """`count` consecutive equal sub-ranges of `progress`."""
     count = max(1, int(count))
     return [sub(progress, i / count, (i + 1) / count) for i in range(count)]
+
+
+def weighted(progress: Progress | None, weights: Sequence[float]) -> list[Progress | None]:
+    """Consecutive sub-ranges of `progress` proportional to `weights` (the parts' expected costs, in any one
+    unit), so the fraction grows about linearly in time and a remaining-time estimate from it holds."""
+    costs = [max(0.0, float(w)) for w in weights]
+    total = sum(costs) or 1.0
+    out, start = [], 0.0
+    for cost in costs:
+        out.append(sub(progress, start, start + cost / total))
+        start += cost / total
+    return out
 
 
 def format_seconds(seconds: float) -> str:

@@ -139,11 +139,12 @@ class PathPolicy:
 
 
 def safe_upload_name(name: str, content: bytes) -> str:
-    """A short file name for an upload: its sanitised stem, a content hash and its suffix (≤ 100 characters)."""
+    """Where to keep an upload, relative to the uploads folder: `<content hash>/<name>`, the name sanitised and
+    short (its stem ≤ 48 characters, its suffix kept), so messages show the file as the user named it."""
     base = PurePosixPath(str(name).replace("\\", "/")).name
     stem, dot, suffix = base.rpartition(".")
     if not dot or not re.fullmatch(r"[A-Za-z0-9]{1,10}", suffix):
         stem, suffix = base, ""
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-_")[:48] or "upload"
     digest = hashlib.sha256(content).hexdigest()[:16]
-    return f"{stem}-{digest}{'.' + suffix.lower() if suffix else ''}"
+    return f"{digest}/{stem}{'.' + suffix.lower() if suffix else ''}"

@@ -37,6 +37,7 @@ from ..model.layout import (
     task_of,
     to_keep_tensor,
 )
+from .examples import example_outputs
 from .metrics import Evaluation, accumulate, batch_metrics, finalise, per_example_loss
 from .prefix import PrefixCache
 
@@ -96,7 +97,8 @@ class _PackedTail:
 class LiveEvaluator:
     """Exact metrics of any mask over fixed evaluation batches, re-running only the layers a change touches.
 
-    One per browser session over a shared model (masks are per context). `max_cache_bytes` bounds the
+    One per browser session over a shared model (masks are per context). `examples` holds the per-example
+    outputs (`ExampleOutputs`) of the last evaluation, from the same logits. `max_cache_bytes` bounds the
     cached activations; when they would not fit, `cache_enabled` is False and every evaluation is a full pass.
     The model must be in eval mode (a shared model is never switched; pass an eval-mode model).
     """
@@ -135,14 +137,16 @@ class LiveEvaluator:
 
     # ------------------------------------------------------------------------------------ evaluation
     def _metrics(self, logits: list[torch.Tensor]) -> Evaluation:
+        """Metrics of the reference mask's logits; its per-example outputs are kept as `examples`."""
         total = None
         for batch, batch_logits in zip(self.batches, logits):
-            total = accumulate(total, batch_metrics(batch_logits, batch["labels"], self.task))
+            total = accumulate(total, batch_metrics(batch_logits, batch["labels"], self.task, examples=True))
+        self.examples = example_outputs(total)
         return finalise(total)
 
     def evaluate(self, keep, *, progress: Progress | None = None) -> Evaluation:
         """Exact metrics under `keep` (as `evaluate`, plus `rerun_from_layer`: the first layer re-run, None when
-        nothing changed); `keep` becomes the new reference mask."""
+        nothing changed); `keep` becomes the new reference mask, and `examples` holds its per-example outputs."""
         start_time = time.perf_counter()
         keep = to_keep_tensor(keep, self.model)
         start = self.cache.lowest_changed_layer(keep)

@@ -54,11 +54,13 @@ class Evaluation(Record):
         return super().__getitem__(key)
 
 
-def batch_metrics(logits: torch.Tensor, labels: torch.Tensor, task: str) -> dict:
+def batch_metrics(logits: torch.Tensor, labels: torch.Tensor, task: str, *, examples: bool = False) -> dict:
     """Sums for one batch: `n` examples, `count` scored items, `loss_sum`, `correct`, and `confusion` (classification).
 
     classification: logits (B, C), labels (B,). causal-lm: logits (B, T, V), labels (B, T) — position t
     predicts token t+1 (the shift is done here). masked-lm: logits (B, T, V), labels (B, T), -100 = ignore.
+    `examples`: also `examples`, a list holding this batch's per-example outputs (`_example_piece`), from the
+    same losses (no second pass), for `headprune.evaluation.examples.example_outputs`.
     """
     logits = logits.detach().float()
     labels = labels.detach().to(logits.device)
@@ -71,11 +73,16 @@ def batch_metrics(logits: torch.Tensor, labels: torch.Tensor, task: str) -> dict
             raise UserError("a classifier with a single output (regression) is not supported; it needs ≥ 2 labels")
         if labels.numel() and (labels.min() < 0 or labels.max() >= classes):
             raise UserError(f"label ids must lie in 0..{classes - 1} for a model with {classes} labels")
-        loss_sum = F.cross_entropy(logits, labels, reduction="sum")
+        losses = F.cross_entropy(logits, labels, reduction="none")  # (B,)
         pred = logits.argmax(dim=-1)  # (B,)
         confusion = torch.bincount(labels * classes + pred, minlength=classes * classes).reshape(classes, classes)
-        return {"task": task, "n": int(labels.shape[0]), "count": int(labels.shape[0]), "loss_sum": float(loss_sum),
-                "correct": int((pred == labels).sum()), "confusion": confusion.cpu()}
+        out = {"task": task, "n": int(labels.shape[0]), "count": int(labels.shape[0]), "loss_sum": float(losses.sum()),
+               "correct": int((pred == labels).sum()), "confusion": confusion.cpu()}
+        if examples:
+            gold = logits.softmax(-1).gather(1, labels[:, None])[:, 0]  # (B,) probability of the gold label
+            out["examples"] = [{"loss": losses.cpu(), "label": labels.cpu(), "prediction": pred.cpu(),
+                                "gold_prob": gold.cpu()}]
+        return out
     if task not in ("causal-lm", "masked-lm"):
         raise UserError(f"unknown task {task!r}")
     n = int(labels.shape[0])
@@ -83,14 +90,28 @@ def batch_metrics(logits: torch.Tensor, labels: torch.Tensor, task: str) -> dict
         logits, labels = logits[:, :-1, :], labels[:, 1:]  # (B, T-1, V), (B, T-1)
     flat_logits = logits.reshape(-1, logits.shape[-1])  # (B*T, V)
     flat_labels = labels.reshape(-1)  # (B*T,)
-    keep = flat_labels != IGNORE_INDEX
-    flat_logits, flat_labels = flat_logits[keep], flat_labels[keep]
-    count = int(flat_labels.numel())
-    if count == 0:
-        return {"task": task, "n": n, "count": 0, "loss_sum": 0.0, "correct": 0}
-    loss_sum = F.cross_entropy(flat_logits, flat_labels, reduction="sum")
-    correct = int((flat_logits.argmax(dim=-1) == flat_labels).sum())
-    return {"task": task, "n": n, "count": count, "loss_sum": float(loss_sum), "correct": correct}
+    scored = flat_labels != IGNORE_INDEX
+    picked, gold = flat_logits[scored], flat_labels[scored]  # (items, V), (items,)
+    token_loss = F.cross_entropy(picked, gold, reduction="none")  # (items,)
+    count = int(token_loss.numel())
+    correct = int((picked.argmax(dim=-1) == gold).sum())
+    out = {"task": task, "n": n, "count": count, "loss_sum": float(token_loss.sum()), "correct": correct}
+    if examples:
+        out["examples"] = [_lm_piece(token_loss, scored.view(labels.shape), causal=task == "causal-lm")]
+    return out
+
+
+def _lm_piece(token_loss: torch.Tensor, scored: torch.Tensor, *, causal: bool) -> dict:
+    """Per-example outputs of a language-model batch: `loss` (B,) mean over the example's scored tokens (0
+    without any), `token_logprob` (B, T) log-probability of the gold token at each input position (causal:
+    token t given tokens < t, so position 0 is NaN; NaN where nothing is scored)."""
+    logprob = torch.full(scored.shape, float("nan"), device=token_loss.device)  # (B, T') shifted for causal
+    logprob[scored] = -token_loss
+    items = scored.sum(-1)  # (B,)
+    loss = -logprob.nan_to_num(0.0).sum(-1) / items.clamp(min=1)
+    if causal:
+        logprob = torch.cat([logprob.new_full((logprob.shape[0], 1), float("nan")), logprob], dim=1)  # (B, T)
+    return {"loss": loss.cpu(), "token_logprob": logprob.cpu()}
 
 
 def per_example_loss(logits: torch.Tensor, labels: torch.Tensor, task: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,6 +141,8 @@ def accumulate(total: dict | None, part: dict) -> dict:
         raise UserError(f"cannot add {part['task']} metrics to {total['task']} metrics")
     for key in ("n", "count", "loss_sum", "correct"):
         total[key] += part[key]
+    if "examples" in part:
+        total["examples"] = total["examples"] + part["examples"]
     if "confusion" in part:
         total["confusion"] = total["confusion"] + part["confusion"]
     return total

@@ -20,11 +20,12 @@ import torch
 
 from ..core import distributed
 from ..core.errors import UserError
-from ..core.progress import Progress, report
+from ..core.progress import Progress, report, weighted
 from ..core.records import Record
 from ..evaluation.loop import evaluate
 from ..model.intervene import inference_view, private_copy
 from ..model.layout import kept_mask, parameter_count, task_of
+from ..sources.batches import count_examples
 from .checkpoints import checkpoints, load_checkpoint, save_checkpoint
 from .distill import distillation_loss_fn
 from .lora import with_lora
@@ -91,13 +92,24 @@ class FinetuneReport(Record):
     dense: dict = field(default_factory=dict)
 
 
-def _evaluations(model, named: list[tuple[str, list]], task: str, progress: Progress | None, what: str,
-                 at: float) -> dict:
+def _evaluations(model, named: list[tuple[str, list]], task: str, progress: Progress | None, what: str) -> dict:
     out = {}
-    for split, batches in named:
-        report(progress, at, f"evaluating {what} on {split}")
-        out[split] = evaluate(model, batches, task=task)
+    for (split, batches), part in zip(named, weighted(progress, [count_examples(b) for _, b in named])):
+        report(part, 0.0, f"evaluating {what} on {split}")
+        out[split] = evaluate(model, batches, task=task, progress=part)
     return out
+
+
+def _progress_parts(progress: Progress | None, named: list, train_batches: list, settings: FinetuneSettings,
+                    teacher: bool) -> list:
+    """Progress sub-ranges (before, dense, training, after) sized by their expected cost in example-forwards: an
+    evaluation is one per example; a training step about 3 per example (forward and backward), plus one for the
+    teacher when distilling. So the fraction grows about linearly in time."""
+    evaluated = sum(count_examples(b) for _, b in named)
+    steps = settings.max_steps or settings.epochs * -(-len(train_batches) // settings.grad_accum)
+    per_step = settings.grad_accum * count_examples(train_batches) / len(train_batches)
+    training = steps * per_step * (3 + (1 if settings.distill else 0))
+    return weighted(progress, [evaluated, evaluated if teacher else 0, training, evaluated])
 
 
 def recover(model: torch.nn.Module, train_batches, settings: FinetuneSettings | None = None, *,
@@ -135,13 +147,15 @@ def recover(model: torch.nn.Module, train_batches, settings: FinetuneSettings | 
     for param in student.parameters():  # heads pruned to nothing leave empty tensors: nothing to train, and
         param.requires_grad_(param.numel() > 0)  # DDP must not wait for their (absent) gradients
     named = [(split, batches) for split, batches in (("val", val_batches), ("test", test_batches)) if batches]
-    before = _evaluations(student, named, task, progress, "before", 0.0)
+    at_before, at_dense, at_train, at_after = _progress_parts(progress, named, train_batches, settings,
+                                                              teacher is not None and settings.distill)
+    before = _evaluations(student, named, task, at_before, "before")
     with _teacher(teacher, settings, device) as teacher_view:
-        dense = _evaluations(teacher_view, named, task, progress, "dense", 0.0) if teacher_view is not None else {}
+        dense = _evaluations(teacher_view, named, task, at_dense, "dense") if teacher_view is not None else {}
         record = settings.record(world_size=accelerator.num_processes, train_batches=len(train_batches),
                                  heads=kept_mask(model).int().tolist())
         trainee = with_lora(student, settings.lora_rank) if settings.lora else student
-        resume_state, resumed_from = _resume(checkpoint_dir, trainee, record, settings, resume, progress)
+        resume_state, resumed_from = _resume(checkpoint_dir, trainee, record, settings, resume, at_train)
         saved: list[Path] = []
 
         def on_checkpoint(state: dict) -> None:
@@ -158,11 +172,11 @@ def recover(model: torch.nn.Module, train_batches, settings: FinetuneSettings | 
                         loss_fn=loss_fn, max_steps=settings.max_steps, grad_accum=settings.grad_accum,
                         should_stop=should_stop, checkpoint_every=checkpoint_every,
                         on_checkpoint=on_checkpoint if checkpoint_dir is not None else None, resume=resume_state,
-                        accelerator=accelerator, progress=progress)
+                        accelerator=accelerator, progress=at_train)
     accelerator.free_memory()  # drop Accelerate's references to the wrapped model
     if settings.lora:
         student = trainee.merge_and_unload()
-    after = {} if summary["stopped"] else _evaluations(student, named, task, progress, "after", 1.0)
+    after = {} if summary["stopped"] else _evaluations(student, named, task, at_after, "after")
     return student.eval(), FinetuneReport(
         steps=summary["steps"], start_step=summary["start_step"], epochs=summary["epochs"], losses=summary["losses"],
         mean_loss=summary["mean_loss"], final_loss=summary["final_loss"], train_seconds=summary["seconds"],

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from ..core.errors import UserError
-from ..core.progress import Progress, format_seconds, report
+from ..core.progress import Progress, report
 from ..model.forward import model_device, to_device
 
 LossFn = Callable[[torch.nn.Module, dict], torch.Tensor]
@@ -175,7 +175,7 @@ class _Loop:
                 self.step_once(order, i, loss_fn, max_grad_norm)
                 if checkpoint_every and self.step % checkpoint_every == 0 and self.step < self.total:
                     self.checkpoint(on_checkpoint)
-                _report_step(progress, self, epoch, start)
+                _report_step(progress, self, epoch)
             if self.step >= self.total:
                 break
         return False
@@ -235,13 +235,12 @@ def train(model: torch.nn.Module, batches, *, epochs: int = 1, lr: float = 5e-5,
     return _summary(loop, stopped, time.perf_counter() - start)
 
 
-def _report_step(progress: Progress | None, loop: _Loop, epoch: int, start: float) -> None:
+def _report_step(progress: Progress | None, loop: _Loop, epoch: int) -> None:
     if progress is None:
         return
-    eta = (time.perf_counter() - start) / (loop.step - loop.start_step) * (loop.total - loop.step)
-    recent = loop.losses[-20:]
+    recent = loop.losses[-20:]  # the remaining time is the progress consumer's (one estimate, `eta_text`)
     report(progress, loop.step / loop.total, f"epoch {epoch + 1}/{loop.epochs} step {loop.step}/{loop.total} "
-                                             f"loss {sum(recent) / len(recent):.3f} ETA {format_seconds(eta)}")
+                                             f"loss {sum(recent) / len(recent):.3f}")
 
 
 def _summary(loop: _Loop, stopped: bool, seconds: float) -> dict:

@@ -13,11 +13,30 @@ from ..core.types import CURVE_MODES, CurveMode
 from ..evaluation.live import LiveEvaluator
 from ..model.layout import head_grid
 from ..scoring.api import score_heads
+from ..scoring.registry import METRICS
 from ..scoring.weights import random_scores
 from .iterative import iterative_scores
 from .masks import least_important
 
 CURVE_COLUMNS = ["metric", "mode", "fraction", "accuracy", "loss", "heads_kept"]
+
+
+SCORING_PASSES = {"gradient": 2.2, "attention": 1.5, "forward": 1.0}  # one scoring pass in dense passes, by
+# what the metric needs (bench/score_speed.py: gradient 2.11); weights and random need no pass
+
+
+def ranking_cost(metric: str, heads: int, *, mode: CurveMode = "one-shot", step: float = 0.1, until: float = 1.0) -> float:
+    """Expected cost of ranking `heads` heads by `metric`, in dense evaluation passes: one scoring pass, or one
+    per `step` up to `until` (iterative); leave-one-out ablation costs about half a pass per head."""
+    spec = METRICS.get(metric)
+    once = 0.5 * heads if metric == "ablation" else SCORING_PASSES.get(spec.needs, 0.0) if spec else 1.0
+    return once * (max(1, round(until / step)) if mode == "iterative" else 1)
+
+
+def curve_cost(metric: str, heads: int, fractions: Sequence[float], *, mode: CurveMode = "one-shot",
+               step: float = 0.1) -> float:
+    """Expected cost of `prune_curve`, in dense passes: ranking, then about one pass per fraction."""
+    return ranking_cost(metric, heads, mode=mode, step=step, until=max(fractions, default=0.0)) + len(fractions)
 
 
 def _evaluator(model, batches, evaluator=None) -> LiveEvaluator:
@@ -44,7 +63,9 @@ def prune_curve(model, batches, metric: str, fractions: Sequence[float], *, mode
     evaluator = _evaluator(model, batches, evaluator)
     layers, heads = head_grid(model)
     total = layers * heads
-    ranking = 0.5 if mode == "iterative" or scores is None else 0.0  # share of the progress bar for ranking
+    cost = 0.0 if mode == "one-shot" and scores is not None else \
+        ranking_cost(metric, total, mode=mode, step=step, until=max(fractions, default=0.0))
+    ranking = cost / (cost + len(fractions))  # share of the progress bar for ranking: about linear in time
     ranked = sub(progress, 0.0, ranking)
     if mode == "iterative":
         scores = iterative_scores(model, batches, metric, step=step, until=max(fractions, default=0.0),

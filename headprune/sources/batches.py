@@ -64,10 +64,7 @@ def make_batches(
         raise UserError("no examples to batch: the data is empty")
     if task == "classification" and "label" not in df.columns:
         raise UserError("the data has no labels, which a classifier needs: name its label column", option="label_column")
-    model_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(model_max, int) and 1 < model_max < max_length:
-        max_length = model_max
-
+    max_length = _max_length(tokenizer, max_length)
     name = getattr(tokenizer, "name_or_path", "") or f"id{id(tokenizer)}"
     key = (name, type(tokenizer).__name__, len(tokenizer), data_fingerprint(df), task, batch_size, max_length, seed)
     with _CACHE_LOCK:
@@ -88,17 +85,32 @@ def clear_cache() -> None:
         _CACHE.clear()
 
 
-def _build(tokenizer, df: pd.DataFrame, task: str, batch_size: int, max_length: int, seed: int):
+def _max_length(tokenizer, max_length: int) -> int:
+    """`max_length`, or less when the tokenizer's model reads fewer tokens."""
+    model_max = getattr(tokenizer, "model_max_length", None)
+    return model_max if isinstance(model_max, int) and 1 < model_max < max_length else max_length
+
+
+def _encode(tokenizer, df: pd.DataFrame, max_length: int, *, special: bool = False):
     texts = df["text"].astype(str).tolist()
     pairs = df["text_pair"].astype(str).tolist() if "text_pair" in df.columns else None
-    enc = tokenizer(
-        texts,
-        pairs,
-        truncation=True,
-        max_length=max_length,
-        padding=False,
-        return_special_tokens_mask=(task == "masked-lm"),
-    )
+    return tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=False,
+                     return_special_tokens_mask=special)
+
+
+def _order(ids: list[list[int]]) -> list[int]:
+    """Example positions in batch order: longest first (memory errors surface early), ties by position."""
+    return sorted(range(len(ids)), key=lambda i: (-len(ids[i]), i))
+
+
+def batch_rows(tokenizer, df: pd.DataFrame, *, max_length: int = 128) -> list[int]:
+    """The row positions of `df` in the order `make_batches` puts them (batches are consecutive runs of this
+    list), so per-example results in batch order map back to rows."""
+    return _order(_encode(tokenizer, df, _max_length(tokenizer, max_length))["input_ids"])
+
+
+def _build(tokenizer, df: pd.DataFrame, task: str, batch_size: int, max_length: int, seed: int):
+    enc = _encode(tokenizer, df, max_length, special=task == "masked-lm")
     ids = enc["input_ids"]
     type_ids = enc.get("token_type_ids")
     special = enc.get("special_tokens_mask")
@@ -109,7 +121,7 @@ def _build(tokenizer, df: pd.DataFrame, task: str, batch_size: int, max_length: 
     if task == "causal-lm" and max(len(x) for x in ids) < 2:
         raise UserError("every text is a single token: a causal language model needs at least two tokens to predict")
 
-    order = sorted(range(len(ids)), key=lambda i: (-len(ids[i]), i))  # longest first: memory errors surface early
+    order = _order(ids)
     generator = torch.Generator().manual_seed(seed)
     batches = []
     for start in range(0, len(order), batch_size):

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from ..core.errors import UserError
-from ..core.progress import Progress, parts, sub
+from ..core.progress import Progress, parts, sub, weighted
 from ..core.records import Record
 from ..core.types import (
     LATENCY_RUNTIMES,
@@ -38,9 +38,10 @@ from ..deploy import (
     round_to_uniform,
 )
 from ..deploy.latency import RUNTIMES
+from ..evaluation.examples import ExampleChanges, ExampleOutputs, HeadEffect
 from ..evaluation.latency import measure
 from ..evaluation.live import LiveEvaluator
-from ..evaluation.loop import evaluate
+from ..evaluation.loop import evaluate, evaluate_examples
 from ..evaluation.metrics import Evaluation
 from ..evaluation.zeroshot import zero_shot_sentiment
 from ..model.schema import ScoreRecord
@@ -51,21 +52,34 @@ from ..recovery.lsq import Recovery, lsq_recover
 from ..scoring.agreement import bootstrap_ranks, compare_metrics
 from ..scoring.api import score_heads, score_many
 from ..scoring.attention import attention_pattern
+from ..scoring.registry import METRICS
 from ..scoring.roles import head_roles
 from ..search.budget import BudgetResult, budget_mask
 from ..search.compress import CompressResult, compress
 from ..search.compress_plan import CompressData, CompressSettings
-from ..search.curves import prune_curve, random_baseline
+from ..search.curves import curve_cost, prune_curve, random_baseline, ranking_cost
 from ..search.iterative import iterative_scores
 from ..search.masks import least_important, removable_heads
 from ..sources.batches import make_batches
 from ..sources.tokens import display_tokens
+from .changes import (
+    Continuation,
+    MaskSummary,
+    changes,
+    continuations,
+    heads_responsible,
+    summary,
+)
 from .deploy import RuntimeSafeMask, parity_batches, runtime_safe_blocker
 from .export import ExportReport, prune_and_save, reproducibility_record, save_checked
+from .report import build_report
 from .workload import Workload, split_batches
 
 EXACT_MEMO = 256  # exact evaluations a session remembers, by mask
 COMPRESS_REPORT = "compress_report.json"  # written into a compressed model's folder
+TOGGLE_TARGET_S = 2.0  # the live set is sized so that a toggle answers in about this many seconds
+TOGGLE_PASS = 0.5  # a toggle re-runs about half a dense pass (layers >= the toggled one; README whatif: 0.33-0.75)
+GRADIENT_PASSES = 2.2  # a gradient-metric scoring pass in dense forward passes (bench/score_speed.py: 2.11)
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,7 @@ class RecoveredMask(Record):
     recovery: Recovery
     result: Evaluation | None
     calibrated_on: str
+    examples: ExampleOutputs | None = None
 
     @property
     def keep(self) -> torch.Tensor:
@@ -91,7 +106,9 @@ class Workbench:
     def __init__(self, workload: Workload):
         self.workload = workload
         self._live: LiveEvaluator | None = None
-        self._exact: collections.OrderedDict = collections.OrderedDict()
+        self._exact: collections.OrderedDict = collections.OrderedDict()  # mask key -> (Evaluation, ExampleOutputs)
+        self._measured: dict[tuple, dict] = {}  # mask key -> the latest `measure` of it
+        self._toggles: collections.deque = collections.deque(maxlen=20)  # seconds of recent live re-evaluations
         self._live_lock = threading.Lock()  # the live evaluator moves its reference mask: one caller at a time
         self.recovered: RecoveredMask | None = None
         self.compressed: CompressResult | None = None  # this session's last compress run
@@ -153,6 +170,13 @@ class Workbench:
                              global_minmax=global_minmax, seed=seed, cache=cache, progress=progress)
         return self.workload.store.put("scores", key, ScoreRecord(metric, scores, options, self.workload.loaded.model_id,
                                                                   self._data_record()))
+
+    def score_seconds(self, metric: str) -> float | None:
+        """Expected seconds to score `metric` on the workload's examples, from the measured dense pass: gradient
+        metrics cost about 2.1 passes (forward + backward; bench/score_speed.py), others are not estimated (None)."""
+        if METRICS[metric].needs != "gradient":
+            return None
+        return GRADIENT_PASSES * float(self.dense.seconds or 0.0)
 
     def stored_score(self, metric: str, **options) -> ScoreRecord | None:
         """The score record of `metric` if some session computed it already (no work)."""
@@ -229,7 +253,10 @@ class Workbench:
         """The most heads removable by `metric`'s order within `max_drop` (a fraction) of dense on `judge_batches`
         (default: the workload's own examples), each candidate recovered by least squares on `calib_batches`
         when `recover` names a method."""
-        rank, search = parts(progress, 2) if iterative is not None else (None, progress)
+        heads = self.shape[0] * self.shape[1]
+        ranking = 0.0 if iterative is None and self.stored_score(metric) is not None else \
+            ranking_cost(metric, heads, mode="iterative" if iterative else "one-shot", step=iterative or 1.0, until=until)
+        rank, search = weighted(progress, [ranking, (heads.bit_length() + 1) * (3.0 if recover else 1.0)])
         scores = self.ranking(metric, iterative=iterative, until=until, min_heads_per_layer=min_heads_per_layer,
                               unit_mode=unit_mode, progress=rank)
         judge = judge_batches if judge_batches is not None else self.workload.batches
@@ -254,7 +281,9 @@ class Workbench:
             return found
         evaluator = LiveEvaluator(self.model, self.workload.batches)
         jobs = [(m, mode) for m in metrics for mode in modes]
-        pieces = parts(progress, len(jobs) + (1 if seeds else 0))
+        heads = self.shape[0] * self.shape[1]
+        pieces = weighted(progress, [curve_cost(m, heads, fractions, mode=mode, step=step) for m, mode in jobs]
+                          + ([seeds * len(fractions)] if seeds else []))
         frames = [prune_curve(self.model, self.workload.batches, metric, fractions, mode=mode, step=step,
                               stop_below=stop_below, evaluator=evaluator, progress=piece)
                   for (metric, mode), piece in zip(jobs, pieces)]
@@ -290,17 +319,44 @@ class Workbench:
         """This session's live evaluator over the workload's examples (built on first use)."""
         if self._live is None:
             self._live = LiveEvaluator(self.model, self.workload.batches)
+            self._exact[_mask_key(torch.ones(self.shape, dtype=torch.bool))] = (self._live.dense, self._live.examples)
         return self._live
 
     def exact(self, keep) -> Evaluation:
         """Exact metrics of a mask on the workload's examples, re-running only the changed layers (memoised)."""
+        return self._exact_entry(keep)[0]
+
+    def examples(self, keep=None) -> ExampleOutputs:
+        """Per-example outputs of a mask (None: dense) on the workload's examples, in batch order: from the
+        same exact evaluation as `exact` (no second pass)."""
+        return self._exact_entry(torch.ones(self.shape, dtype=torch.bool) if keep is None else keep)[1]
+
+    def _exact_entry(self, keep) -> tuple[Evaluation, ExampleOutputs]:
         key = _mask_key(keep)
         with self._live_lock:
             if key not in self._exact:
-                self._exact[key] = self.live.evaluate(keep)
+                result = self.live.evaluate(keep)
+                self._exact[key] = (result, self.live.examples)
+                if result.rerun_from_layer is not None:
+                    self._toggles.append(result.seconds)
                 while len(self._exact) > EXACT_MEMO:
                     self._exact.popitem(last=False)
+            self._exact.move_to_end(key)
             return self._exact[key]
+
+    def toggle_seconds(self) -> tuple[float, bool]:
+        """(expected seconds of a toggle's exact evaluation, whether measured): the median of this session's
+        recent toggles, else TOGGLE_PASS of the measured dense pass."""
+        if self._toggles:
+            return float(sorted(self._toggles)[len(self._toggles) // 2]), True
+        return TOGGLE_PASS * float(self.dense.seconds or 0.0), False
+
+    def live_size(self, target_s: float = TOGGLE_TARGET_S, *, minimum: int = 32) -> int:
+        """The most live examples (at most the workload's) whose toggle is expected within `target_s` seconds,
+        from the measured dense pass (a toggle re-runs about TOGGLE_PASS of it)."""
+        n = len(self.workload.df)
+        per_example = TOGGLE_PASS * float(self.dense.seconds or 0.0) / n
+        return n if per_example <= 0 else max(min(minimum, n), min(n, int(target_s / per_example)))
 
     def estimate(self, keep) -> float:
         """Instant first-order loss estimate of a mask around the dense model."""
@@ -323,8 +379,10 @@ class Workbench:
             return measure_onnx(self.model, keep, settings, progress=progress).flat()
         if runtime != "torch":
             raise UserError(f"unknown runtime {runtime!r}; choose one of {', '.join(LATENCY_RUNTIMES)}", option="runtime")
-        return measure(self.model, keep, batch_size=batch_size, seq_len=seq_len, repeats=repeats, threads=threads,
-                       progress=progress)
+        result = measure(self.model, keep, batch_size=batch_size, seq_len=seq_len, repeats=repeats, threads=threads,
+                         progress=progress)
+        self._measured[_mask_key(keep)] = result  # remembered as the mask's latest (`measured_for`, `summary`)
+        return result
 
     # ------------------------------------------------------------------------------------------ deploy
     def loads_in(self, keep) -> LoadsIn:
@@ -354,6 +412,42 @@ class Workbench:
                            model_id=self.workload.loaded.model_id, latency=latency, overwrite=overwrite,
                            meta={"parity_examples": described}, progress=progress)
 
+    def measured_for(self, keep) -> dict | None:
+        """The latest `measure` of this mask in this session, or None."""
+        return self._measured.get(_mask_key(keep))
+
+    def summary(self, keep=None) -> MaskSummary:
+        """A mask's numbers in one row (None: dense): quality, loss, heads, FLOPs, parameters, KV cache and
+        the measured latency when measured (dense: from the latest measurement of any mask)."""
+        if keep is None:
+            latest = next(reversed(self._measured.values()), None)
+            latency = latest["dense"]["latency_ms_median"] if latest else None
+            return summary(self.workload, None, self.dense, latency)
+        measured = self.measured_for(keep)
+        return summary(self.workload, keep, self.exact(keep),
+                       measured["pruned"]["latency_ms_median"] if measured else None)
+
+    # ------------------------------------------------------------------------------------------ examples
+    def _outputs(self, side) -> ExampleOutputs:
+        if isinstance(side, RecoveredMask):
+            if side.examples is None:
+                raise UserError("this recovery was not evaluated on the live examples; recover it again")
+            return side.examples
+        return self.examples(side)
+
+    def what_changed(self, before, after, *, top: int = 10) -> ExampleChanges:
+        """Which live examples flipped from `before` to `after` (each a mask, None for dense, or a
+        `RecoveredMask`), whose loss moved most and (language models) which tokens moved most."""
+        return changes(self.workload, self._outputs(before), self._outputs(after), top=top)
+
+    def responsible(self, row: int, keep, *, top: int = 3) -> tuple[HeadEffect, ...]:
+        """The removed heads of `keep` whose return alone helps live example `row` most (exact, one pass)."""
+        return heads_responsible(self.workload, row, keep, top=top)
+
+    def generate(self, prompt: str, masks: Mapping[str, Any], *, max_new_tokens: int = 20) -> tuple[Continuation, ...]:
+        """Greedy continuations of `prompt` by each named mask (None: dense), side by side (causal LMs)."""
+        return continuations(self.workload, prompt, masks, max_new_tokens=max_new_tokens)
+
     # ------------------------------------------------------------------------------------------ recovery, export
     def recover(self, keep, method: RecoveryMethod = "weights", *, target: RecoveryTarget = "auto",
                 calib: tuple[list, str] | None = None, evaluate: bool = True,
@@ -364,18 +458,19 @@ class Workbench:
         batches, described = calib or self.other_examples("train", 512, purpose="calibration")
         recovery = lsq_recover(self.model, keep, batches, method=method, target=target,
                                progress=sub(progress, 0, 0.8 if evaluate else 1.0))
-        result = None
+        result = examples = None
         if evaluate:
             with recovery.applied(self.model):
-                result = self.evaluate(progress=sub(progress, 0.8, 1.0))
-        self.recovered = RecoveredMask(recovery=recovery, result=result, calibrated_on=described)
+                result, examples = evaluate_examples(self.model, self.workload.batches, task=self.workload.loaded.task,
+                                                     progress=sub(progress, 0.8, 1.0))
+        self.recovered = RecoveredMask(recovery=recovery, result=result, calibrated_on=described, examples=examples)
         return self.recovered
 
     def adopt_recovery(self, recovery: Recovery, calibrated_on: str) -> RecoveredMask:
         """Make a recovery made elsewhere (a budget search) this session's, evaluated on its examples."""
         with recovery.applied(self.model):
-            result = self.evaluate()
-        self.recovered = RecoveredMask(recovery=recovery, result=result, calibrated_on=calibrated_on)
+            result, examples = evaluate_examples(self.model, self.workload.batches, task=self.workload.loaded.task)
+        self.recovered = RecoveredMask(recovery=recovery, result=result, calibrated_on=calibrated_on, examples=examples)
         return self.recovered
 
     def recovered_for(self, keep) -> RecoveredMask | None:
@@ -388,6 +483,11 @@ class Workbench:
         """The reproducibility record of a mask (its file's `meta`)."""
         return reproducibility_record(self.workload, keep, after=after, scores=scores, latency=latency,
                                       versions=versions)
+
+    def report(self, keep, *, mask_file: str = "mask.json", out: str = "report.html",
+               versions: Mapping[str, str] | None = None) -> str:
+        """A self-contained offline HTML report of `keep` (`headprune.workbench.report.build_report`)."""
+        return build_report(self, keep, mask_file=mask_file, out=out, versions=dict(versions or {}))
 
     def export(self, keep, folder, *, recovery: Recovery | None = None, meta: Mapping[str, Any] | None = None,
                overwrite: bool = False) -> ExportReport:

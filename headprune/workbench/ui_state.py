@@ -14,7 +14,8 @@ import torch
 
 from ..core.errors import UserError
 
-DEFAULT_LIVE_EXAMPLES = 256  # a toggle answers in about a second on 2 CPU cores for MiniLM (6x12, 128 tokens)
+DEFAULT_LIVE_EXAMPLES = 256  # a toggle answers in about a second on 2 CPU cores for MiniLM (6x12, 128 tokens);
+# slower models get fewer (Workbench.live_size), unless a size is given
 
 _HEX = "0123456789abcdef"
 
@@ -74,6 +75,10 @@ class MaskHistory:
             raise UserError("nothing to undo")
         return self._past.pop()
 
+    def last(self) -> torch.Tensor | None:
+        """The mask `undo` would return (a copy), or None; the stack is left as it is."""
+        return self._past[-1].clone() if self._past else None
+
     def __len__(self) -> int:
         return len(self._past)
 
@@ -81,7 +86,8 @@ class MaskHistory:
 # ----------------------------------------------------------------------------------------- app settings
 def app_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> dict:
     """Starting model, data and live-set size: `streamlit run app.py -- --model M --data D --live-examples N`,
-    else env HEADPRUNE_MODEL / HEADPRUNE_DATA / HEADPRUNE_LIVE_EXAMPLES, else minilm-tweets on the tweets; and
+    else env HEADPRUNE_MODEL / HEADPRUNE_DATA / HEADPRUNE_LIVE_EXAMPLES, else minilm-tweets on the tweets
+    (`auto_live`: no size was given, so the dashboard may shrink the default set until a toggle takes ~2 s); and
     served mode (`--served` / `--local`, `--data-root`, `--models-root`, `--exports-root`; None: from the
     environment and the server address, see `headprune.core.roots.PathPolicy.from_env`)."""
     environ = os.environ if environ is None else environ
@@ -98,10 +104,11 @@ def app_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
     if live is None:
         text = environ.get("HEADPRUNE_LIVE_EXAMPLES", "")
         try:
-            live = int(text) if text else DEFAULT_LIVE_EXAMPLES
+            live = int(text) if text else None
         except ValueError:
             raise UserError(f"HEADPRUNE_LIVE_EXAMPLES must be a whole number, got {text!r}") from None
-    if live < 1:
+    if live is not None and live < 1:
         raise UserError(f"the live evaluation set needs at least 1 example, got {live}")
-    return {"model": args.model, "data": args.data, "live_examples": live, "served": args.served,
+    return {"model": args.model, "data": args.data, "live_examples": live or DEFAULT_LIVE_EXAMPLES,
+            "auto_live": live is None, "served": args.served,
             "roots": {"data_root": args.data_root, "models_root": args.models_root, "exports_root": args.exports_root}}

@@ -17,7 +17,7 @@ from ..evaluation.loop import evaluate
 from ..evaluation.metrics import Evaluation
 from ..model.layout import head_grid, max_positions
 from ..presets import load_model
-from ..sources.batches import make_batches
+from ..sources.batches import batch_rows, make_batches
 from ..sources.data import data_fingerprint, has_splits, load_data
 from ..sources.models import LoadedModel
 
@@ -35,6 +35,11 @@ class ResultStore:
     def get(self, kind: str, key: tuple = ()):
         with self._lock:
             return self._values.get((kind, key))
+
+    def items(self, kind: str) -> list[tuple[tuple, Any]]:
+        """Every (key, value) of `kind`, in the order they were first stored."""
+        with self._lock:
+            return [(key, value) for (k, key), value in self._values.items() if k == kind]
 
     def put(self, kind: str, key: tuple, value) -> Any:
         with self._lock:
@@ -80,6 +85,36 @@ class Workload:
             if self._dense is None:
                 self._dense = evaluate(self.model, self.batches, task=self.loaded.task)
             return self._dense
+
+    @property
+    def rows(self) -> list[int]:
+        """The data frame's row positions in batch order (per-example results map back through it)."""
+        found = self.store.get("rows")
+        if found is None:
+            found = self.store.put("rows", (), batch_rows(self.loaded.tokenizer, self.df,
+                                                          max_length=self.settings["max_length"]))
+        return found
+
+    def example_ids(self, position: int) -> list[int]:
+        """Token ids (real tokens, as evaluated) of the example at `position` in batch order."""
+        for batch in self.batches:
+            size = int(batch["input_ids"].shape[0])
+            if position < size:
+                ids, mask = batch["input_ids"][position], batch["attention_mask"][position].bool()
+                return ids[mask].tolist()
+            position -= size
+        raise UserError(f"example position {position} is past the last example")
+
+    def with_limit(self, limit: int) -> "Workload":
+        """The same model and data with a seeded sample of `limit` rows (as `open_workload(..., limit=limit)`
+        would make it, without loading the model again)."""
+        s = self.settings
+        df, batches = split_batches(self.loaded, self.data_spec, self.split, default_split=s["default_split"],
+                                    limit=limit, batch_size=s["batch_size"], max_length=s["max_length"], seed=s["seed"],
+                                    data_options=self.data_options())
+        settings = {**s, "limit": limit, "data_fingerprint": data_fingerprint(df)}
+        return Workload(loaded=self.loaded, data_spec=self.data_spec, split=self.split, df=df, batches=batches,
+                        settings=settings)
 
     def data_options(self) -> dict:
         return {k: self.settings[k] for k in DATA_OPTIONS if self.settings.get(k) is not None}

@@ -180,18 +180,19 @@ def test_no_typed_path_escapes_the_root(served, server, parts, absolute, text):
 # ------------------------------------------------------------------------------------------ upload names
 def test_upload_names_are_short_safe_and_unique_by_content():
     name = safe_upload_name("x" * 300 + ".csv", b"a,b\n")
-    assert len(name) <= 100 and name.endswith(".csv") and name.startswith("x" * 48 + "-")
+    assert len(name) <= 100 and name.endswith("/" + "x" * 48 + ".csv")
     assert safe_upload_name("x" * 300 + ".csv", b"a,b\n") == name != safe_upload_name("x" * 300 + ".csv", b"a,c\n")
-    assert re.fullmatch(r"etc-passwd-[0-9a-f]{16}\.csv", safe_upload_name("../../etc-passwd.CSV", b""))
-    assert re.fullmatch(r"data-[0-9a-f]{16}\.parquet", safe_upload_name("C:\\Users\\me\\data.parquet", b""))
-    assert re.fullmatch(r"upload-[0-9a-f]{16}\.json", safe_upload_name(".json", b""))
-    assert re.fullmatch(r"upload-[0-9a-f]{16}", safe_upload_name("", b""))
+    assert re.fullmatch(r"[0-9a-f]{16}/etc-passwd\.csv", safe_upload_name("../../etc-passwd.CSV", b""))
+    assert re.fullmatch(r"[0-9a-f]{16}/data\.parquet", safe_upload_name("C:\\Users\\me\\data.parquet", b""))
+    assert re.fullmatch(r"[0-9a-f]{16}/upload\.json", safe_upload_name(".json", b""))
+    assert re.fullmatch(r"[0-9a-f]{16}/upload", safe_upload_name("", b""))
 
 
 @given(name=st.text(max_size=400), content=st.binary(max_size=64))
 def test_any_upload_name_becomes_a_plain_file_name(tmp_path_factory, name, content):
     safe = safe_upload_name(name, content)
-    assert len(safe) <= 100 and re.fullmatch(r"[A-Za-z0-9_-]+-[0-9a-f]{16}(\.[a-z0-9]{1,10})?", safe)
+    assert len(safe) <= 100 and re.fullmatch(r"[0-9a-f]{16}/[A-Za-z0-9_-]+(\.[a-z0-9]{1,10})?", safe)
     folder = tmp_path_factory.getbasetemp()
+    (folder / safe).parent.mkdir(exist_ok=True)
     (folder / safe).write_bytes(content)  # a 300-character name no longer fails here
     assert (folder / safe).read_bytes() == content
