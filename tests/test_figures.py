@@ -58,7 +58,7 @@ def test_nan_scores_are_grey_and_ignored_by_the_colour_range():
     fig = figures.head_grid_figure(scores)
     kept, missing, _ = fig.data
     assert {tuple(cd) for cd in missing.customdata} == {(0, 1), (1, 0)}
-    assert missing.marker.color == figures._GREY
+    assert missing.marker.color == figures.heads._GREY
     assert np.isfinite(np.asarray(kept.marker.color)).all()
     assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == (0.0, 4.0)
     assert "n/a" in missing.hovertext[0]
