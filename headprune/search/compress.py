@@ -48,7 +48,6 @@ from ..model.surgery import prune
 from ..recovery.finetune import FinetuneSettings, recover
 from ..recovery.lsq import lsq_recover
 from ..scoring.api import score_heads
-from ..scoring.cache import batches_fingerprint, model_fingerprint
 from .compress_plan import (
     CompressData,
     CompressResult,
@@ -58,7 +57,7 @@ from .compress_plan import (
     Ladder,
     Stopwatch,
 )
-from .compress_state import StateStore
+from .compress_state import StateStore, as_list, as_tensor, run_record
 
 SLICE_SHARE, SLICE_RANGE = 0.1, (8, 500)  # a distillation slice: a tenth of the loop's time, in steps
 POLISH_SLICES = 4  # the polish distils at most this many slices
@@ -66,15 +65,6 @@ RESERVE_MARGIN = 1.15  # the final evaluations' estimate, padded
 METRIC_KEY = "accuracy"  # classification accuracy; next-token accuracy for language models
 
 __all__ = ["CompressData", "CompressResult", "CompressSettings", "CompressStep", "compress"]
-
-
-def _as_list(tensor: torch.Tensor) -> list:
-    """A mask or score map as JSON-ready nested lists (NaN as None): how the state holds them."""
-    return [[None if isinstance(v, float) and math.isnan(v) else v for v in row] for row in tensor.tolist()]
-
-
-def _as_tensor(rows: list, dtype=torch.float32) -> torch.Tensor:
-    return torch.tensor([[math.nan if v is None else v for v in row] for row in rows], dtype=dtype)
 
 
 class _Run:
@@ -116,7 +106,7 @@ class _Run:
         spent, budget = self.st["spent"], self.s.time_budget
 
         def inner(fraction: float, message: str = "") -> None:
-            kept = int(_as_tensor(self.st["keep"], torch.bool).sum())
+            kept = int(as_tensor(self.st["keep"], torch.bool).sum())
             left = format_seconds(max(0.0, budget - self.wall()))
             report(self.progress, (spent + fraction * cost) / budget,
                    f"{what}; {kept} heads kept, val {self.st['val']:.4f} (≥ {self.st['plan']['threshold']:.4f} "
@@ -125,16 +115,16 @@ class _Run:
 
     # ------------------------------------------------------------------------------------ state
     def keep(self) -> torch.Tensor:
-        return _as_tensor(self.st["keep"], torch.bool)
+        return as_tensor(self.st["keep"], torch.bool)
 
     def scores(self) -> torch.Tensor:
-        return _as_tensor(self.st["scores"])
+        return as_tensor(self.st["scores"])
 
     def rescore(self, model) -> list:
         """Scores of `model`'s heads on the calibration examples (or the fixed order), as the state holds them."""
         if self.order is not None:
-            return _as_list(self.order)
-        return _as_list(score_heads(model, self.data.calib, self.s.metric, cache=False))
+            return as_list(self.order)
+        return as_list(score_heads(model, self.data.calib, self.s.metric, cache=False))
 
     def save(self, model=None) -> None:
         self.st["wall"] = self.wall()
@@ -169,7 +159,7 @@ class _Run:
                 "budget_s": budget, "deadline_s": self.s.time_budget - final, "slice_steps": slices,
                 "least_squares_until": spent + self.s.retraining_free_share * max(0.0, budget - spent)}
         keep = kept_mask(self.dense)
-        self.st = {"plan": plan, "phase": "least-squares", "keep": _as_list(keep), "val": dense[METRIC_KEY],
+        self.st = {"plan": plan, "phase": "least-squares", "keep": as_list(keep), "val": dense[METRIC_KEY],
                    "scores": None, "upper": None, "spent": spent, "wall": spent, "distilled": 0, "steps": [],
                    "retraining_free": None, "stopped_by": None, "best_row": None, "model_dir": None}
         self.setup_report(f"scoring the heads ({self.s.metric}) on {self.counts['calib']} training examples")
@@ -241,7 +231,7 @@ class _Run:
         self.record(phase, keep, value, accepted, steps, started)
         if accepted:
             self.model = model
-            st.update(keep=_as_list(keep), val=value, scores=self.rescore(model))
+            st.update(keep=as_list(keep), val=value, scores=self.rescore(model))
             st["spent"] += costs[1]
         else:
             st["upper"] = level if st["upper"] is None else min(st["upper"], level)
@@ -328,7 +318,7 @@ class _Run:
 
     def retraining_free(self):
         """The least-squares phase's model (rebuilt from the dense model after a resume: least squares is exact)."""
-        keep = _as_tensor(self.st["retraining_free"]["keep"], torch.bool)
+        keep = as_tensor(self.st["retraining_free"]["keep"], torch.bool)
         if torch.equal(keep, kept_mask(self.dense)):
             return self.dense
         if self.retraining_free_model is None:
@@ -349,7 +339,7 @@ class _Run:
             return found[id(model)]
 
         dense = test(self.dense, kept_mask(self.dense))
-        free = test(self.retraining_free(), _as_tensor(st["retraining_free"]["keep"], torch.bool))
+        free = test(self.retraining_free(), as_tensor(st["retraining_free"]["keep"], torch.bool))
         final = test(self.model, self.keep())
         for row, value in ((st["retraining_free"]["row"], free), (st["best_row"], final)):
             if row is not None:
@@ -365,7 +355,7 @@ class _Run:
         dense_test, free_test, test = self.tests() if not cancelled else (None, None, None)
         keep, total = self.keep(), self.ladder.total
         free = st["retraining_free"]
-        free_keep = _as_tensor(free["keep"], torch.bool)
+        free_keep = as_tensor(free["keep"], torch.bool)
         retraining_free = {"keep": free_keep, "heads_removed": total - int(free_keep.sum()),
                            "heads_removed_frac": (total - int(free_keep.sum())) / total, "val": free["val"],
                            "test": free_test, "stopped_by": free["stopped_by"]}
@@ -378,13 +368,6 @@ class _Run:
             stopped_by="cancelled" if cancelled else st["stopped_by"], seconds=self.wall(),
             distill_steps=st["distilled"], plan=dict(st["plan"]), examples=dict(self.counts), resumed=self.resumed)
         return self.model, result
-
-
-def _record(dense, data: CompressData, settings: CompressSettings, order) -> dict:
-    """What a resumed run must share with the run it continues: settings, the dense model's weights, the data."""
-    return {"settings": dataclasses.asdict(settings), "model": model_fingerprint(dense),
-            **{name: batches_fingerprint(getattr(data, name)) for name in ("judge", "calib", "train", "test")},
-            "order": None if order is None else _as_list(order)}
 
 
 def compress(dense, data: CompressData, settings: CompressSettings | None = None, *, order: torch.Tensor | None = None,
@@ -415,7 +398,7 @@ def compress(dense, data: CompressData, settings: CompressSettings | None = None
     if resume and state_dir is None:
         raise UserError("resuming needs the state folder of the run to continue", option="state_dir")
     started = time.perf_counter() if started is None else started
-    store = StateStore(state_dir, _record(dense, data, settings, order)) if state_dir is not None else None
+    store = StateStore(state_dir, run_record(dense, data, settings, order)) if state_dir is not None else None
     run = _Run(dense, data, settings, order, store, should_stop, progress, started)
     if resume and store.exists():
         run.restore(*store.read())

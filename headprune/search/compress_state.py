@@ -8,15 +8,21 @@ its last finished step.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import shutil
 from pathlib import Path
+
+import torch
 
 from ..core.errors import UserError
 from ..core.files import atomic_write_text
 from ..core.outputs import CHECKPOINTS, mark_output
 from ..core.records import jsonable
 from ..model.storage import load_pruned, save_pruned
+from ..scoring.cache import batches_fingerprint, model_fingerprint
+from .compress_plan import CompressData, CompressSettings
 
 STATE_FILE = "compress_state.json"
 MODEL_PREFIX = "model-"
@@ -71,3 +77,20 @@ class StateStore:
         state = body["state"]
         model = load_pruned(self.folder / state["model_dir"]) if state.get("model_dir") else None
         return state, model
+
+
+def as_list(tensor: torch.Tensor) -> list:
+    """A mask or score map as JSON-ready nested lists (NaN as None): how the state holds them."""
+    return [[None if isinstance(v, float) and math.isnan(v) else v for v in row] for row in tensor.tolist()]
+
+
+def as_tensor(rows: list, dtype=torch.float32) -> torch.Tensor:
+    """The inverse of `as_list`: nested lists (None as NaN) as a tensor."""
+    return torch.tensor([[math.nan if v is None else v for v in row] for row in rows], dtype=dtype)
+
+
+def run_record(dense, data: CompressData, settings: CompressSettings, order) -> dict:
+    """What a resumed run must share with the run it continues: settings, the dense model's weights, the data."""
+    return {"settings": dataclasses.asdict(settings), "model": model_fingerprint(dense),
+            **{name: batches_fingerprint(getattr(data, name)) for name in ("judge", "calib", "train", "test")},
+            "order": None if order is None else as_list(order)}

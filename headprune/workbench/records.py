@@ -1,0 +1,30 @@
+"""The Workbench's own records: a recovered mask with its metrics, and the key a mask is remembered by."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..core.records import Record
+from ..evaluation.examples import ExampleOutputs
+from ..evaluation.metrics import Evaluation
+from ..recovery.lsq import Recovery
+
+
+@dataclass(frozen=True)
+class RecoveredMask(Record):
+    """A least-squares recovery of one mask and its metrics on the workload's examples."""
+
+    recovery: Recovery
+    result: Evaluation | None
+    calibrated_on: str
+    examples: ExampleOutputs | None = None
+
+    @property
+    def keep(self) -> torch.Tensor:
+        return self.recovery.keep
+
+
+def mask_key(keep) -> tuple:
+    """A mask as a hashable key (its flattened bools) for memos by mask."""
+    return tuple(torch.as_tensor(keep).bool().flatten().tolist())
