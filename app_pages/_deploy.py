@@ -150,17 +150,12 @@ def _onnx_result(found: dict, code: str) -> None:
 def onnx_section(keep: torch.Tensor, *, default_path: str) -> None:
     """The ONNX file of `keep`'s pruned model: path (checked before any work), recovery, and a background job that
     exports, checks parity and times ONNX Runtime."""
-    bench, ss = ui.bench(), st.session_state
+    bench = ui.bench()
     st.caption("Heads are physically removed; the graph takes token ids with any batch size and length and returns "
                "logits. It is checked in ONNX Runtime against PyTorch on the first live examples and, if you like, "
                f"timed there dense vs pruned. {NO_KV_CACHE}")
-    path = st.text_input("File", value=ss.get("onnx_path_value", default_path), key="onnx_path")
-    ss["onnx_path_value"] = path
-    replace = st.checkbox("Replace it if it is an earlier headprune ONNX export", key="onnx_replace")
-    recovered = bench.recovered_for(keep)
-    with_recovery = recovered is not None and st.checkbox(
-        f"Include the least-squares recovery ({recovered.recovery.method}, made on the Prune page)", value=True,
-        key="onnx_recovery")
+    path, replace, recovered = ui.output_fields("onnx", "File", default_path, path_key="onnx_path", keep=keep,
+                                                replace_label="Replace it if it is an earlier headprune ONNX export")
     time_it = st.checkbox("Also time ONNX Runtime, dense vs pruned (exports the dense model too)", value=True,
                           key="onnx_time")
     c1, c2 = st.columns(2)
@@ -173,7 +168,7 @@ def onnx_section(keep: torch.Tensor, *, default_path: str) -> None:
             ui.error("Could not export to ONNX", exc)
         else:
             settings = LatencySettings(int(batch_size), int(seq_len), REPEATS) if time_it else None
-            recovery = recovered.recovery if with_recovery else None
+            recovery = recovered.recovery if recovered else None
             mask, code = keep.clone(), encode_mask(keep)
 
             def run(progress):

@@ -23,7 +23,7 @@ from headprune.core.outputs import check_output
 from headprune.core.paths import cache_dir
 from headprune.core.roots import PathPolicy
 from headprune.scoring.registry import METRICS
-from headprune.workbench import Workbench, Workload, open_workload
+from headprune.workbench import RecoveredMask, Workbench, Workload, open_workload
 from headprune.workbench.jobs import Job
 from headprune.workbench.ui_state import MaskHistory, app_settings, encode_mask
 
@@ -179,6 +179,23 @@ def output_path(text: str, kind: str, *, replace: bool) -> Path:
     or the data, never someone else's files, an earlier headprune output of this `kind` only with `replace`)."""
     w = workload()
     return check_output(policy().writable(text), kind, overwrite=replace, protect=[w.loaded.model_id, w.data_spec])
+
+
+def output_fields(prefix: str, label: str, default: str, *, path_key: str, replace_label: str,
+                  keep: torch.Tensor) -> tuple[str, bool, RecoveredMask | None]:
+    """The fields of a page's export: its path (remembered across page switches), whether an earlier headprune
+    output there may be replaced, and the session's least-squares recovery of `keep` if the user includes it.
+    Widget keys: `path_key`, ``{prefix}_replace``, ``{prefix}_recovery``. Returns (path text, replace, recovered
+    mask or None); check the path with `output_path` before any work."""
+    ss = st.session_state
+    path = st.text_input(label, value=ss.get(f"{path_key}_value", default), key=path_key)
+    ss[f"{path_key}_value"] = path  # a widget's own key is dropped when its page is left
+    replace = st.checkbox(replace_label, key=f"{prefix}_replace")
+    recovered = bench().recovered_for(keep)
+    included = recovered is not None and st.checkbox(
+        f"Include the least-squares recovery ({recovered.recovery.method}, made on the Prune page)", value=True,
+        key=f"{prefix}_recovery")
+    return path, replace, recovered if included else None
 
 
 def quality_key(result) -> tuple[str, str]:

@@ -90,23 +90,18 @@ st.caption("Heads are physically removed (smaller weights, faster); the folder r
            "model. An existing folder is never replaced unless it is an earlier headprune export and you say so.")
 base = name if ui.policy().served else str(Path.home() / "headprune-exports" / name)  # served: under the exports root
 default = f"{base}-{kept}heads"
-folder = st.text_input("Folder", value=ss.get("export_folder_value", default), key="export_folder")
-ss["export_folder_value"] = folder
-replace = st.checkbox("Replace it if it is an earlier headprune export", key="export_replace")
-recovered = bench.recovered_for(keep)
-with_recovery = recovered is not None and st.checkbox(
-    f"Include the least-squares recovery ({recovered.recovery.method}, made on the Prune page)", value=True,
-    key="export_recovery")
+folder, replace, recovered = ui.output_fields("export", "Folder", default, path_key="export_folder", keep=keep,
+                                             replace_label="Replace it if it is an earlier headprune export")
 if st.button("Write the pruned model", type="primary"):
     try:
         target = ui.output_path(folder, "pruned-model", replace=replace)
         with st.spinner("pruning, saving, reloading and comparing outputs…"):
             meta = json.loads(text)["meta"]
-            if with_recovery:
+            if recovered:
                 meta = {**meta, "recovery": {"method": recovered.recovery.method, "target": recovered.recovery.target,
                                               "calibrated_on": recovered.calibrated_on}}
             ss["exported"] = (code, bench.export(keep, target, meta=meta, overwrite=replace,
-                                                 recovery=recovered.recovery if with_recovery else None))
+                                                 recovery=recovered.recovery if recovered else None))
     except Exception as exc:
         ui.error("Could not write the pruned model", exc)
 done = ss.get("exported")

@@ -25,6 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from _common import minilm_classifier  # noqa: E402
 import transformers  # noqa: E402
 
 from headprune.core.files import atomic_write_text  # noqa: E402
@@ -50,19 +51,6 @@ def bert_base(quick: bool):
         hidden_size=768, num_hidden_layers=12, intermediate_size=3072)
     config = transformers.BertConfig(num_attention_heads=12, num_labels=3, **size)
     return transformers.BertForSequenceClassification(config).eval(), f"random BERT ({size['num_hidden_layers']}×12, d={size['hidden_size']})"
-
-
-def minilm():
-    from headprune.presets.registry import minilm_base_dir, preset_dir, preset_meta
-
-    if preset_meta("minilm-tweets") is not None:
-        folder, source = preset_dir("minilm-tweets"), "preset minilm-tweets"
-    else:
-        folder, source = minilm_base_dir(), "raw all-MiniLM-L6-v2 (random 3-label head)"
-    transformers.logging.set_verbosity_error()
-    model = transformers.BertForSequenceClassification.from_pretrained(str(folder), num_labels=3, dtype=torch.float32)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(minilm_base_dir()))
-    return model.eval(), tokenizer, source
 
 
 def uneven_half(model) -> torch.Tensor:
@@ -107,7 +95,7 @@ def main(argv=None) -> dict:
         args.batch_size, args.seq_len, args.repeats = 2, 32, 3
     out = Path(args.out or RESULTS / ("deploy_speed_quick.json" if args.quick else "deploy_speed.json"))
     settings = LatencySettings(args.batch_size, args.seq_len, args.repeats, 1 if args.quick else 3, args.threads)
-    mini, tokenizer, mini_source = minilm()
+    mini, tokenizer, mini_source = minilm_classifier()
     tweets = load_tweets("test", limit=8 if args.quick else 32, seed=0)
     batches = make_batches(tokenizer, tweets, "classification", batch_size=8, max_length=args.seq_len)
     base, base_source = bert_base(args.quick)

@@ -20,6 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from _common import minilm_classifier  # noqa: E402
 import transformers  # noqa: E402
 
 from headprune.core.files import atomic_write_text  # noqa: E402
@@ -30,15 +31,8 @@ FRACTIONS = (0.25, 0.5, 0.75)
 
 
 def minilm():
-    from headprune.presets.registry import minilm_base_dir, preset_dir, preset_meta
-
-    if preset_meta("minilm-tweets") is not None:
-        folder, source = preset_dir("minilm-tweets"), "preset minilm-tweets"
-    else:
-        folder, source = minilm_base_dir(), "raw all-MiniLM-L6-v2 (random 3-label head)"
-    transformers.logging.set_verbosity_error()
-    model = transformers.BertForSequenceClassification.from_pretrained(str(folder), num_labels=3, dtype=torch.float32)
-    return model.eval(), source
+    model, _, source = minilm_classifier()
+    return model, source
 
 
 def bert_base():

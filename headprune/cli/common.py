@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import signal
 import sys
 import threading
@@ -139,6 +140,17 @@ def calibration_batches(args: argparse.Namespace, bench) -> tuple[list | None, s
 def read_keep(path: str, bench: Workbench):
     """The keep mask in a mask file written by headprune, for the bench's model."""
     return read_mask(path, bench.model, model_id=bench.workload.loaded.model_id)
+
+
+def beside_out(args: argparse.Namespace, given: str | None, suffix: str) -> str:
+    """`given`, else a folder beside the output: ``OUT.suffix``."""
+    return given or f"{os.path.normpath(args.out)}.{suffix}"
+
+
+def resumable_outputs(args: argparse.Namespace, state: str, option: str) -> list:
+    """The outputs of a resumable command: the model at --out and, unless --resume, its state folder `state`
+    (given by `option`), both new (see `check_outputs`)."""
+    return [(args.out, "pruned-model", "out"), *([] if args.resume else [(state, "checkpoints", option)])]
 
 
 def check_outputs(command: Command, args: argparse.Namespace) -> None:

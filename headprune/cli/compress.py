@@ -7,7 +7,6 @@ Ctrl-C stops after the current operation with the state of the last finished ste
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from ..core.log import get_logger
@@ -19,11 +18,13 @@ from .common import (
     add_model_args,
     add_output_args,
     add_overwrite_arg,
+    beside_out,
     finite,
     interruptible,
     open_bench,
     positive_int,
     progress_bar,
+    resumable_outputs,
     whole,
 )
 
@@ -72,12 +73,11 @@ def build(parser: argparse.ArgumentParser) -> None:
 
 
 def state_dir(args: argparse.Namespace) -> str:
-    return args.state_dir or f"{os.path.normpath(args.out)}.compress-state"
+    return beside_out(args, args.state_dir, "compress-state")
 
 
 def outputs(args: argparse.Namespace) -> list:
-    state = [] if args.resume else [(state_dir(args), "checkpoints", "state_dir")]
-    return [(args.out, "pruned-model", "out"), *state]
+    return resumable_outputs(args, state_dir(args), "state_dir")
 
 
 def _settings(args: argparse.Namespace) -> CompressSettings:

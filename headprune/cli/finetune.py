@@ -5,7 +5,6 @@ Ctrl-C stops after the current step, saves a checkpoint and exits with 130 (a se
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from ..core.distributed import init, is_main
@@ -20,12 +19,14 @@ from .common import (
     add_model_args,
     add_output_args,
     add_overwrite_arg,
+    beside_out,
     finite,
     interruptible,
     open_bench,
     positive_int,
     progress_bar,
     read_keep,
+    resumable_outputs,
 )
 
 log = get_logger(__name__)
@@ -57,12 +58,11 @@ def build(parser: argparse.ArgumentParser) -> None:
 
 
 def checkpoint_dir(args: argparse.Namespace) -> str:
-    return args.checkpoint_dir or f"{os.path.normpath(args.out)}.checkpoints"
+    return beside_out(args, args.checkpoint_dir, "checkpoints")
 
 
 def outputs(args: argparse.Namespace) -> list:
-    checkpoints = [] if args.resume else [(checkpoint_dir(args), "checkpoints", "checkpoint_dir")]
-    return [(args.out, "pruned-model", "out"), *checkpoints]
+    return resumable_outputs(args, checkpoint_dir(args), "checkpoint_dir")
 
 
 def _settings(args: argparse.Namespace) -> FinetuneSettings:
