@@ -1,70 +1,22 @@
-"""The dashboard under streamlit.testing.v1.AppTest: every page renders on a tiny model, masks drive the numbers."""
+"""The dashboard under streamlit.testing.v1.AppTest: every page renders on a tiny model, masks drive the numbers.
+The tiny workspace and the `app` fixture are in tests/app/conftest.py."""
 from __future__ import annotations
 
 import json
-import random
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("streamlit")
+from helpers.apptest import APP, TIMEOUT  # noqa: E402
+from helpers.apptest import metric as _metric  # noqa: E402
+from helpers.apptest import no_exceptions as _no_exceptions  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from headprune.workbench.ui_state import decode_mask, encode_mask  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
 PAGES = ["app_pages/home.py", "app_pages/importance.py", "app_pages/prune.py", "app_pages/curves.py", "app_pages/export.py"]
-TIMEOUT = 180  # torch imports and the first model load are slow on a shared 2-core machine
-
-
-def tiny_workspace(folder: Path, *, rows: int = 96, words: tuple[int, int] = (3, 12),
-                   hidden: int = 32) -> tuple[Path, Path]:
-    """A tiny BERT classifier (2 layers x 4 heads of width `hidden`, WordPiece tokenizer) saved to a folder, and a
-    3-class CSV of `rows` texts of `words` (min, max) words each."""
-    from tiny_text import WORDS, bert_tokenizer, save, tiny_bert
-    from transformers import BertTokenizer
-
-    folder = Path(folder)
-    bert_tokenizer(folder / "tok")  # writes the WordPiece vocab.txt
-    # transformers 5 ignores vocab_file= in the constructor; from_pretrained on the folder reads it
-    tokenizer = BertTokenizer.from_pretrained(str(folder / "tok"), do_lower_case=True)
-    model_dir = save(tiny_bert(tokenizer, label_names=["negative", "neutral", "positive"], hidden=hidden), tokenizer,
-                     folder / "model")
-    rng = random.Random(0)
-    lines = ["text,label"]
-    for _ in range(rows):
-        text = rng.choices(WORDS, k=rng.randint(*words))
-        label = 0 if "bad" in text or "hate" in text else 2 if "good" in text or "love" in text else 1
-        lines.append(f"{' '.join(text)},{label}")
-    data = folder / "data.csv"
-    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return model_dir, data
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    return tiny_workspace(tmp_path_factory.mktemp("app"))
-
-
-@pytest.fixture
-def app(workspace, monkeypatch, tmp_path):
-    model_dir, data = workspace
-    monkeypatch.setenv("HEADPRUNE_MODEL", str(model_dir))
-    monkeypatch.setenv("HEADPRUNE_DATA", str(data))
-    monkeypatch.setenv("HEADPRUNE_LIVE_EXAMPLES", "64")
-    monkeypatch.setenv("HEADPRUNE_CACHE", str(tmp_path / "cache"))
-    return AppTest.from_file(APP, default_timeout=TIMEOUT)
-
-
-def _no_exceptions(at):
-    assert not at.exception, [e.value for e in at.exception]
-
-
-def _metric(at, label):
-    return next(m.value for m in at.metric if m.label == label)
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -277,7 +229,7 @@ def test_the_learn_walkthrough_runs_one_click_per_step(app):
 
 def test_a_grouped_query_language_model_renders_its_grid_grouped(tmp_path, monkeypatch):
     """A tiny Llama (3 layers x 6 query heads in 2 KV groups), causal LM on text: Prune and Importance render."""
-    from tiny_text import word_tokenizer
+    from helpers.tiny import word_tokenizer
 
     from headprune.model.tiny import tiny_model
 

@@ -6,16 +6,14 @@ import pytest
 import torch
 
 pytest.importorskip("streamlit")
+from helpers.apptest import APP, TIMEOUT  # noqa: E402
+from helpers.apptest import button as _button  # noqa: E402
+from helpers.apptest import no_exceptions as _no_exceptions  # noqa: E402
+from helpers.tiny import save, tiny_llama, word_tokenizer  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
-from test_app import APP, TIMEOUT, _no_exceptions, tiny_workspace  # noqa: E402
 
 UNEVEN_BERT = torch.tensor([[1, 0, 1, 1], [1, 0, 0, 0]], dtype=torch.bool)
 UNEVEN_LLAMA = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 0, 1, 0, 0]], dtype=torch.bool)
-
-
-@pytest.fixture(scope="module")
-def bert_files(tmp_path_factory):
-    return tiny_workspace(tmp_path_factory.mktemp("app-deploy"))
 
 
 def _app(monkeypatch, tmp_path, model, data, examples: int) -> AppTest:
@@ -27,21 +25,16 @@ def _app(monkeypatch, tmp_path, model, data, examples: int) -> AppTest:
 
 
 @pytest.fixture
-def bert_app(bert_files, monkeypatch, tmp_path):
-    return _app(monkeypatch, tmp_path, *bert_files, 64)
+def bert_app(app):
+    """The tiny BERT workspace under AppTest (tests/app/conftest.py: 64 live examples)."""
+    return app
 
 
 @pytest.fixture
 def llama_app(monkeypatch, tmp_path):
     """A tiny Llama (3 layers x 6 query heads in 2 KV groups of 3, hidden 48: 3 or 6 heads per layer load)."""
-    from tiny_text import word_tokenizer
-
-    from headprune.model.tiny import tiny_model
-
     tokenizer = word_tokenizer()
-    model = tiny_model("llama", vocab_size=len(tokenizer), pad_token_id=tokenizer.eos_token_id)
-    model.save_pretrained(tmp_path / "llama")
-    tokenizer.save_pretrained(tmp_path / "llama")
+    save(tiny_llama(tokenizer), tokenizer, tmp_path / "llama")
     (tmp_path / "text.csv").write_text("text\n" + "\n".join(["the movie is good", "this car is bad", "a great tweet"] * 8) + "\n")
     return _app(monkeypatch, tmp_path, tmp_path / "llama", tmp_path / "text.csv", 16)
 
@@ -56,10 +49,6 @@ def _open(app, page: str, keep: torch.Tensor) -> None:
 
 def _badges(app) -> str:
     return next(m.value for m in app.markdown if m.value.startswith("**Loads in**"))
-
-
-def _button(app, label: str):
-    return next(b for b in app.button if b.label == label)
 
 
 def test_bert_badges_give_each_reason_and_no_runtime_safe_button(bert_app):

@@ -1,45 +1,21 @@
 """The Prune page's example sections under AppTest: what changed, masks A / B (kept across pages and in the
-URL), automatic masks written into A, generation side by side on a causal LM."""
+URL), automatic masks written into A, generation side by side on a causal LM. The tiny workspace and the `app`
+fixture are in tests/app/conftest.py."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 pytest.importorskip("streamlit")
+from helpers.apptest import APP, TIMEOUT
+from helpers.apptest import button as _button
+from helpers.apptest import metric as _metric
+from helpers.apptest import ok as _ok
 from streamlit.testing.v1 import AppTest
-from test_app import APP, TIMEOUT, tiny_workspace
 
 from headprune.workbench.ui_state import decode_mask, encode_mask
 
 PRUNE = "app_pages/prune.py"
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    return tiny_workspace(tmp_path_factory.mktemp("app_examples"))
-
-
-@pytest.fixture
-def app(workspace, monkeypatch, tmp_path):
-    model_dir, data = workspace
-    monkeypatch.setenv("HEADPRUNE_MODEL", str(model_dir))
-    monkeypatch.setenv("HEADPRUNE_DATA", str(data))
-    monkeypatch.setenv("HEADPRUNE_LIVE_EXAMPLES", "64")
-    monkeypatch.setenv("HEADPRUNE_CACHE", str(tmp_path / "cache"))
-    return AppTest.from_file(APP, default_timeout=TIMEOUT)
-
-
-def _ok(at):
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-
-
-def _metric(at, label):
-    return next(m.value for m in at.metric if m.label == label)
-
-
-def _button(at, label):
-    return next(b for b in at.button if b.label == label)
 
 
 def _mask(*removed):
@@ -118,7 +94,7 @@ def test_automatic_masks_can_write_into_a(app):
 
 
 def test_generation_side_by_side_on_a_causal_lm(tmp_path, monkeypatch):
-    from tiny_text import word_tokenizer
+    from helpers.tiny import word_tokenizer
 
     from headprune.model.tiny import tiny_model
 

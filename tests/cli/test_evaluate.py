@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_text import bert_tokenizer, save, tiny_bert, tiny_gpt2, word_tokenizer
+from helpers.cli import run as run_json
+from helpers.texts import REVIEWS
+from helpers.tiny import bert_tokenizer, save, tiny_bert, tiny_gpt2, word_tokenizer
 
 from headprune.cli import COMMANDS, main
 
-ROOT = Path(__file__).resolve().parents[1]
-CSV = "review,sentiment\ngood movie,positive\nawful car,negative\nthe car,neutral\nlove this,positive\nbad bad,negative\n"
+ROOT = Path(__file__).resolve().parents[2]
+CSV = "review,sentiment\n" + "\n".join(REVIEWS[:5]) + "\n"
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +27,6 @@ def workload(tmp_path_factory):
     csv = root / "reviews.csv"
     csv.write_text(CSV)
     return folder, csv
-
-
-def run_json(capsys, argv):
-    code = main(argv)
-    captured = capsys.readouterr()
-    return code, captured
 
 
 def test_eval_json_prints_exactly_one_object(workload, capsys):

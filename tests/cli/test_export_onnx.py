@@ -6,17 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_text import bert_tokenizer, save, tiny_bert
+from helpers.cli import run
+from helpers.texts import REVIEWS as ROWS
+from helpers.tiny import bert_tokenizer, save, tiny_bert
 from transformers import BertTokenizer
 
-from headprune.cli import main
 from headprune.deploy import read_sidecar, session
 from headprune.model.intervene import masked
 from headprune.model.schema import write_mask
 from headprune.presets import load_model
-
-ROWS = ["good movie,positive", "awful car,negative", "the car,neutral", "love this,positive", "bad bad,negative",
-        "great fine,positive", "hate this car,negative", "a movie,neutral", "ok the car,neutral", "not good,negative"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -34,11 +32,6 @@ def workload(tmp_path_factory):
     keep = torch.tensor([[False, False, False, True], [True, True, True, False]])
     write_mask(root / "mask.json", keep, model, model_id=str(folder))
     return folder, csv, root / "mask.json", keep
-
-
-def run(capsys, argv):
-    code = main(argv)
-    return code, capsys.readouterr()
 
 
 def test_export_onnx_writes_a_checked_file_and_times_it(workload, capsys, tmp_path):

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_text import bert_tokenizer, save, tiny_bert
+from helpers.cli import run
+from helpers.texts import REVIEWS
+from helpers.tiny import bert_tokenizer, save, tiny_bert
 
-from headprune.cli import main
 from headprune.model.schema import write_mask
 
-ROWS = ["good movie,positive", "awful car,negative", "the car,neutral", "love this,positive", "bad bad,negative"]
+ROWS = REVIEWS[:5]
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +31,6 @@ def files(tmp_path_factory):
     mine.mkdir()
     (mine / "thesis.tex").write_text("precious")
     return {"model": folder, "csv": csv, "mask": mask, "mine": mine, "root": root}
-
-
-def run(capsys, argv):
-    code = main([str(a) for a in argv])
-    return code, capsys.readouterr()
 
 
 def one_line_error(out, match: str) -> None:

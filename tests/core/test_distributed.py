@@ -9,16 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_text import bert_tokenizer, save, tiny_bert
+from helpers.texts import REVIEWS as ROWS
+from helpers.tiny import bert_tokenizer, save, tiny_bert
 
 from headprune.cli import main
 from headprune.core import distributed
 from headprune.model.schema import write_mask
 from headprune.model.storage import load_pruned
 
-ROOT = Path(__file__).resolve().parents[1]
-ROWS = ["good movie,positive", "awful car,negative", "the car,neutral", "love this,positive", "bad bad,negative",
-        "great fine,positive", "hate this car,negative", "a movie,neutral", "ok the car,neutral", "not good,negative"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

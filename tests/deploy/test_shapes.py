@@ -1,36 +1,25 @@
-"""headprune.deploy: 'loads in' verdicts checked by really loading, uniform rounding, the ONNX file's sidecar and
-atomic writing, parity and ONNX Runtime latency (tiny models; the per-family export is in test_deploy_onnx.py)."""
+"""Runtime-safe shapes (headprune.deploy.shapes): 'loads in' verdicts checked by really loading, with their
+reasons, and rounding a mask to uniform head counts."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import onnx
 import pytest
 import torch
 import transformers
+from helpers.masks import keep_rows as _mask
+from helpers.masks import token_logits as _logits
 
 import headprune
-from headprune.core.errors import OutputExistsError, UserError
+from headprune.core.errors import UserError
 from headprune.deploy import (
-    LatencySettings,
-    check_parity,
-    compare_runtimes,
-    export_onnx,
     layer_shapes,
     loads_in,
-    measure_onnx,
-    read_sidecar,
     round_to_uniform,
-    session,
     uniform_head_counts,
 )
-from headprune.deploy import export as export_module
-from headprune.deploy.latency import _ort_warning
-from headprune.deploy.runtime import feed, graph_input_names
 from headprune.model import layout
 from headprune.model.tiny import tiny_batch, tiny_model
-from headprune.recovery.lsq import Recovery
 
 AUTO = {"classification": transformers.AutoModelForSequenceClassification,
         "causal-lm": transformers.AutoModelForCausalLM}
@@ -39,19 +28,6 @@ AUTO = {"classification": transformers.AutoModelForSequenceClassification,
 def _gqa(family="llama"):
     """8 query heads in 4 KV groups of 2, hidden size 64: LlamaConfig accepts 1, 2, 4 and 8 heads only."""
     return tiny_model(family, hidden_size=64, num_attention_heads=8, num_key_value_heads=4)
-
-
-def _mask(model, rows):
-    keep = torch.zeros(layout.head_grid(model), dtype=torch.bool)
-    for layer, heads in enumerate(rows):
-        keep[layer, heads] = True
-    return keep
-
-
-def _logits(model, batch):
-    extra = {"use_cache": False} if layout.task_of(model) == "causal-lm" else {}
-    with torch.no_grad():
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **extra).logits
 
 
 CASES = {  # name: (model builder, kept heads per layer)
@@ -156,110 +132,3 @@ def test_round_to_uniform_on_a_pruned_model_and_accuracy_cost():
     costed = round_to_uniform(_mask(model, [[0, 1, 2, 3], [0], [1, 2]]), None, model, batches=batches)
     assert costed.metrics_before["accuracy"] == headprune.evaluate(model, batches, _mask(model, [[0, 1, 2, 3], [0], [1, 2]]))["accuracy"]
     assert costed.metrics_after["n"] == 8
-
-
-def test_graph_inputs_per_family():
-    assert graph_input_names(tiny_model("bert")) == ["input_ids", "attention_mask", "token_type_ids"]
-    assert graph_input_names(tiny_model("roberta", type_vocab_size=1)) == ["input_ids", "attention_mask"]  # roberta-base
-    assert graph_input_names(tiny_model("distilbert")) == ["input_ids", "attention_mask"]
-    assert graph_input_names(tiny_model("gpt2")) == ["input_ids", "attention_mask"]
-    vit = transformers.ViTForImageClassification(transformers.ViTConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37, image_size=16, patch_size=4))
-    with pytest.raises(UserError, match="does not take token ids"):
-        graph_input_names(vit)
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """One BERT classifier export with uneven heads and an empty layer (shared: an export takes seconds)."""
-    model = tiny_model("bert")
-    keep = _mask(model, [[], [0, 3], [1, 2, 3]])
-    path = tmp_path_factory.mktemp("onnx") / "bert.onnx"
-    batches = [tiny_batch(model, seed=s) for s in range(2)]
-    return model, keep, export_onnx(model, path, keep, batches=batches, model_id="tiny-bert", meta={"note": "test"})
-
-
-def test_export_writes_file_and_sidecar(exported):
-    model, keep, result = exported
-    assert result.parity.ok and result.parity.max_abs_diff < 1e-4 and result.parity.agreement == 1.0
-    assert result.parity.source == "given batches" and result.parity.examples == 8
-    record = read_sidecar(result.path)
-    assert record == json.loads(json.dumps(result.to_dict()))
-    assert record["kept_heads"] == [[], [0, 3], [1, 2, 3]] and record["model_id"] == "tiny-bert"
-    assert record["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
-    assert record["versions"]["exporter"] == "torch.onnx.export(dynamo=True)" and record["opset"] >= 18
-    assert record["meta"] == {"note": "test"} and record["heads_kept"] == 5
-    proto = onnx.load(result.path, load_external_data=False)
-    identity = json.loads({p.key: p.value for p in proto.metadata_props}["headprune"])
-    assert identity["kept_heads"] == [[], [0, 3], [1, 2, 3]]
-    assert [d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim] == ["batch", "sequence"]
-    assert sorted(p.name for p in Path(result.path).parent.iterdir()) == ["bert.onnx", "bert.onnx.headprune.json"]
-    with headprune.masked(model, keep):  # the graph equals the masked dense model, at other shapes too
-        for b, t in [(1, 1), (3, 5), (2, 30)]:
-            batch = tiny_batch(model, batch_size=b, seq_len=t, seed=7)
-            got = session(result.path).run(None, {k: v.numpy() for k, v in feed(batch, record["inputs"]).items()})[0]
-            torch.testing.assert_close(torch.from_numpy(got), _logits(model, batch), atol=1e-4, rtol=1e-4)
-
-
-def test_export_refuses_existing_file_and_interrupted_export_leaves_it(exported, monkeypatch):
-    model, keep, result = exported
-    before = Path(result.path).read_bytes()
-    with pytest.raises(OutputExistsError, match="already exists"):
-        export_onnx(model, result.path, keep)
-    with pytest.raises(UserError, match="is a folder"):
-        export_onnx(model, Path(result.path).parent, keep)
-
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(export_module.runtime, "check_parity", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        export_onnx(model, result.path, keep, overwrite=True)
-    assert Path(result.path).read_bytes() == before
-    folder = Path(result.path).parent
-    assert not [p for p in folder.iterdir() if p.name.startswith(".")], "no temporary files left"
-    with pytest.raises(UserError, match="not an ONNX file exported by headprune"):
-        read_sidecar(folder / "other.onnx")
-
-
-def test_export_refuses_a_recovery_for_another_mask(tmp_path):
-    model = tiny_model("bert")
-    recovery = Recovery.of_mask(model, _mask(model, [[0]] * 3))
-    with pytest.raises(UserError, match="recovery was made for another mask"):
-        export_onnx(model, tmp_path / "m.onnx", _mask(model, [[1]] * 3), recovery=recovery)
-    assert not list(tmp_path.iterdir())
-
-
-def test_parity_notices_a_different_model(exported):
-    model, keep, result = exported
-    other = headprune.prune(model, keep)
-    with torch.no_grad():
-        other.classifier.bias += 1.0
-    parity = check_parity(other, session(result.path), [tiny_batch(model)])
-    assert not parity.ok and parity.max_abs_diff == pytest.approx(1.0, abs=1e-3)
-    with pytest.raises(UserError, match="no batches"):
-        check_parity(other, session(result.path), [])
-
-
-def test_onnx_runtime_latency_beside_torch(exported):
-    model, keep, result = exported
-    settings = LatencySettings(batch_size=2, seq_len=8, repeats=2, warmup=1, threads=1)
-    ort = measure_onnx(model, keep, settings, pruned_path=result.path)
-    assert ort.runtime == "onnxruntime" and ort.settings.threads == 1
-    assert ort.dense.latency_ms_median > 0 and ort.pruned.latency_ms_median > 0
-    assert ort.flop_ratio == pytest.approx(headprune.flops_per_token(model, keep, 8) / headprune.flops_per_token(model, None, 8))
-    assert ort.pruned.params < ort.dense.params
-    assert set(ort.to_dict()) >= {"time_ratio", "time_ratio_paired", "flop_ratio", "speedup", "warning", "dense", "pruned"}
-    torch_side = compare_runtimes(model, keep, settings, runtimes=("torch",))["torch"]
-    assert torch_side.runtime == "torch" and torch_side.flop_ratio == pytest.approx(ort.flop_ratio)
-    with pytest.raises(UserError, match="unknown runtime"):
-        compare_runtimes(model, keep, settings, runtimes=("tensorrt",))
-    with pytest.raises(UserError, match="batch_size must be a whole number"):
-        measure_onnx(model, keep, LatencySettings(batch_size=0))
-
-
-def test_overhead_bound_warning_in_onnx_runtime_terms():
-    settings = LatencySettings(batch_size=1, seq_len=8, threads=1)
-    assert "overhead-bound (per-operator dispatch" in _ort_warning(0.98, 0.7, settings)
-    assert _ort_warning(0.75, 0.7, settings) is None  # most of the FLOP saving realised
-    assert _ort_warning(1.0, 0.99, settings) is None  # nothing to gain

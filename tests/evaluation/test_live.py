@@ -1,11 +1,12 @@
-"""Live what-if evaluator: incremental results equal full evaluation; the Taylor estimate is sensible."""
+"""Live what-if evaluator: incremental results equal full evaluation, example by example too; the Taylor
+estimate is sensible."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from headprune.evaluation.live import LiveEvaluator
-from headprune.evaluation.loop import evaluate
+from headprune.evaluation.loop import evaluate, evaluate_examples
 from headprune.model import layout
 from headprune.model.tiny import tiny_batch, tiny_model
 
@@ -118,3 +119,18 @@ def test_estimate_around_the_dense_model_stays_there_when_the_reference_moves():
     assert live.estimate(keep, around="dense")["reference_loss"] == pytest.approx(live.dense["loss"], rel=1e-5)
     with pytest.raises(ValueError, match="around must be"):
         live.estimate(keep, around="origin")
+
+
+def test_outputs_of_the_live_evaluator_equal_a_full_pass():
+    model = tiny_model("llama")
+    from headprune.model.tiny import tiny_batch
+
+    batches = [tiny_batch(model, seed=s) for s in range(2)]
+    keep = torch.ones(3, 6, dtype=torch.bool)
+    keep[1, 2:5] = False
+    live = LiveEvaluator(model, batches)
+    live.evaluate(keep)
+    _, full = evaluate_examples(model, batches, keep)
+    assert torch.allclose(live.examples.loss, full.loss, atol=1e-5)
+    for x, y in zip(live.examples.token_logprob, full.token_logprob):
+        assert torch.equal(x.isnan(), y.isnan()) and torch.allclose(x.nan_to_num(), y.nan_to_num(), atol=1e-5)

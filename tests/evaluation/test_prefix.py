@@ -9,7 +9,6 @@ import headprune
 from headprune.evaluation.prefix import PrefixCache
 from headprune.model import layout
 from headprune.model.forward import forward_logits
-from headprune.model.intervene import layer_plan
 from headprune.model.tiny import tiny_batch, tiny_model
 
 
@@ -101,22 +100,3 @@ def test_disabled_cache_falls_back_to_full_passes():
     keep = torch.ones(layout.head_grid(model), dtype=torch.bool)
     keep[1, 2] = False
     torch.testing.assert_close(cache.advance(keep)[0], _full(model, batches[0], keep))
-
-
-def test_layer_plan_is_scoped_and_validated():
-    model = tiny_model("bert")
-    batch = tiny_batch(model)
-    dense = _full(model, batch, None)
-    record: list = []
-    with torch.no_grad(), layer_plan(model, 0, record=record):
-        forward_logits(model, batch)
-    assert len(record) == layout.num_layers(model)
-    torch.testing.assert_close(_full(model, batch, None), dense)  # plan gone after the block
-    one: list = []
-    with torch.no_grad(), layer_plan(model, 1, record[1], one, end=2):  # layer 1 alone, from its cached input
-        forward_logits(model, batch)
-    assert len(one) == 2  # its input, then its output (= layer 2's input)
-    torch.testing.assert_close(one[1], record[2])
-    with pytest.raises(ValueError, match="layers to run must satisfy"):
-        with layer_plan(model, 7):
-            pass

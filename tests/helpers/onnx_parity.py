@@ -11,6 +11,8 @@ from headprune.model import layout
 from headprune.model.forward import real_tokens
 from headprune.model.tiny import tiny_batch, tiny_model
 
+from .masks import keep_rows
+
 SHAPES = [(1, 1), (3, 5), (2, 20)]  # (batch, sequence): neither is the export's example (2, 8)
 LAYERS = {"distilbert": "n_layers", "gpt2": "n_layer"}  # the config key for the number of layers, where unusual
 
@@ -25,9 +27,7 @@ def check_export(tmp_path, family, task, rows, recovery=None):
     """Export a 2-layer tiny `family`/`task` model keeping `rows` (heads per layer; exports take seconds per layer)
     and, if given, recovered by `recovery(model, keep)`; ONNX Runtime must equal the masked (recovered) model."""
     model = tiny_model(family, task, **{LAYERS.get(family, "num_hidden_layers"): 2})
-    keep = torch.zeros(layout.head_grid(model), dtype=torch.bool)
-    for layer, heads in enumerate(rows):
-        keep[layer, heads] = True
+    keep = keep_rows(model, rows)
     if recovery is not None:
         recovery = recovery(model, keep)
     assert loads_in(model, keep)["onnxruntime"].ok

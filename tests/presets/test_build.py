@@ -1,4 +1,5 @@
-"""Presets: names, cache location, and (slow) a real minilm-tweets build on a small slice, cached and reloaded."""
+"""Building a preset (headprune.presets.build): an interrupted build leaves no cache, and (slow) a real
+minilm-tweets build on a small slice, cached and reloaded."""
 from __future__ import annotations
 
 import json
@@ -7,19 +8,9 @@ import time
 import pytest
 import torch
 
-from headprune.presets import PRESETS, build_preset, preset_dir, preset_meta
+from headprune.presets import build_preset, preset_dir, preset_meta
 from headprune.sources.batches import make_batches
 from headprune.sources.tweets import load_tweets
-
-
-def test_preset_names_and_cache_location(tmp_path, monkeypatch):
-    monkeypatch.setenv("HEADPRUNE_CACHE", str(tmp_path))
-    assert set(PRESETS) == {"minilm-tweets", "smollm2-135m"}
-    assert all(isinstance(v, str) and v for v in PRESETS.values())
-    assert preset_dir("minilm-tweets") == tmp_path / "presets" / "minilm-tweets"
-    assert preset_meta("minilm-tweets") is None
-    with pytest.raises(ValueError, match="unknown preset 'bert-huge'.*minilm-tweets"):
-        build_preset("bert-huge")
 
 
 def test_interrupted_build_leaves_no_cache(tmp_path, monkeypatch):

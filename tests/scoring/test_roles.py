@@ -2,34 +2,17 @@
 import numpy as np
 import pytest
 import torch
+from helpers.scores import patterns as _patterns
 
 from headprune.model import layout
 from headprune.model.surgery import prune
 from headprune.model.tiny import tiny_batch, tiny_model
-from headprune.scoring.attention import attention_statistics
 from headprune.scoring.roles import (
     COLUMNS,
     PREVIOUS_TOKEN_MIN,
     head_roles,
     roles_from_attention,
 )
-
-T = 8
-
-
-def _patterns(lengths):
-    """One layer, 5 heads over a right-padded batch: previous-token, next-token, [CLS] sink, uniform, self."""
-    batch = len(lengths)
-    mask = (torch.arange(T)[None] < torch.tensor(lengths)[:, None]).long()  # (B, T)
-    attn = torch.zeros(batch, 5, T, T)
-    for b, n in enumerate(lengths):
-        for i in range(n):
-            attn[b, 0, i, max(i - 1, 0)] = 1.0
-            attn[b, 1, i, min(i + 1, n - 1)] = 1.0
-            attn[b, 2, i, 0] = 1.0
-            attn[b, 3, i, :n] = 1.0 / n
-            attn[b, 4, i, i] = 1.0
-    return attn, mask
 
 
 def _tags(frame):
@@ -46,19 +29,6 @@ def test_constructed_patterns_get_their_roles_with_the_evidence():
     previous = frame[(frame["head"] == 0) & (frame["role"] == "previous-token")].iloc[0]
     assert previous["value"] == pytest.approx(1.0) and "previous token" in previous["statistic"]
     assert previous["value"] >= PREVIOUS_TOKEN_MIN
-
-
-def test_statistics_ignore_padding_and_causal_models_have_no_next_token():
-    attn, mask = _patterns([8, 3])
-    stats = attention_statistics(attn, mask, causal=False)
-    torch.testing.assert_close(stats["mean_abs"], (1 / mask.sum(-1).float())[:, None].expand(2, 5))
-    torch.testing.assert_close(stats["normalised_entropy"][:, 3], torch.ones(2))
-    torch.testing.assert_close(stats["previous"][:, 0], torch.ones(2))
-    causal = attention_statistics(torch.tril(attn[:, [0, 2, 4]]), mask, causal=True)
-    assert torch.isnan(causal["next"]).all() and torch.isnan(causal["last"]).all()
-    torch.testing.assert_close(causal["previous"][:, 0], torch.ones(2))
-    torch.testing.assert_close(causal["first"][:, 1], torch.ones(2))  # the first query (trivially 1) is left out
-    torch.testing.assert_close(causal["self"][:, 2], torch.ones(2))
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])

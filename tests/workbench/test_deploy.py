@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
-from tiny_text import bert_tokenizer, save, tiny_bert, word_tokenizer
+from helpers.tiny import bert_tokenizer, save, tiny_bert, tiny_llama, word_tokenizer
 
 from headprune.core.errors import UserError
 from headprune.deploy import read_sidecar, round_to_uniform
-from headprune.model.tiny import tiny_model
 from headprune.workbench import Workbench, open_workload
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -21,9 +20,7 @@ def llama(tmp_path_factory):
     """A Workbench over a tiny GQA Llama (3 layers x 6 query heads in 2 KV groups, hidden 48) on 24 texts."""
     root = tmp_path_factory.mktemp("llama")
     tokenizer = word_tokenizer()
-    model = tiny_model("llama", vocab_size=len(tokenizer), pad_token_id=tokenizer.eos_token_id)
-    model.save_pretrained(root / "model")
-    tokenizer.save_pretrained(root / "model")
+    save(tiny_llama(tokenizer), tokenizer, root / "model")
     (root / "text.csv").write_text("text\n" + "\n".join(TEXT * 4) + "\n")
     return Workbench(open_workload(str(root / "model"), str(root / "text.csv"), batch_size=8, max_length=16))
 

@@ -1,77 +1,18 @@
-"""The self-contained HTML report: `headprune report` writes one offline file (plotly.js once, no network), its
-numbers equal the Workbench's, its own reproduce command recomputes them, and it opens in real Chromium with
-every figure drawn and no network request."""
+"""The self-contained HTML report (headprune.workbench.report): its own reproduce command recomputes its
+numbers, and it opens in real Chromium with every figure drawn and no network request."""
 from __future__ import annotations
 
-import html
-import json
 import os
-import re
 import shlex
 from pathlib import Path
 
 import pytest
-import torch
+from helpers.report import report_data
 
 from headprune.cli import main
-from headprune.model.schema import write_mask
-from headprune.workbench import Workbench, open_workload
 
 CHROMIUM = os.environ.get("HEADPRUNE_CHROMIUM", "/usr/bin/chromium")
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread of a shared machine
-
-
-def report_data(text: str) -> dict:
-    """The numbers block of a report."""
-    found = re.search(r'<script type="application/json" id="headprune-report-data">(.*?)</script>', text, re.DOTALL)
-    assert found, "no data block in the report"
-    return json.loads(found.group(1))
-
-
-@pytest.fixture(scope="module")
-def made(tmp_path_factory):
-    """A tiny classifier and CSV, a mask, a scores file, and the dashboard's kind of workbench over them (the
-    live set: a seeded sample of 64 rows, batches of 64)."""
-    from test_app import tiny_workspace
-
-    root = tmp_path_factory.mktemp("report")
-    model_dir, data = tiny_workspace(root)
-    bench = Workbench(open_workload(str(model_dir), str(data), split=None, default_split="validation", limit=64,
-                                    batch_size=64))
-    keep = torch.ones(bench.shape, dtype=torch.bool)
-    keep[0, :2] = keep[1, 3] = False
-    write_mask(root / "mask.json", keep, bench.model, model_id=bench.workload.loaded.model_id)
-    return root, bench, keep
-
-
-def test_cli_report_is_one_offline_file_with_the_workbenchs_numbers(made, capsys):
-    root, bench, keep = made
-    common = ["--model", bench.workload.loaded.model_id, "--data", bench.workload.data_spec, "--limit", "64",
-              "--batch-size", "64"]
-    assert main(["score", *common, "--metric", "gradient", "--out", str(root / "scores.json")]) == 0
-    out = root / "report.html"
-    assert main(["report", *common, "--mask", str(root / "mask.json"), "--scores", str(root / "scores.json"),
-                 "--out", str(out)]) == 0
-    assert "heads kept" in capsys.readouterr().out
-    text = out.read_text(encoding="utf-8")
-    assert '<meta name="generator" content="headprune' in text
-    assert text.count('<script type="text/javascript">') == 1 and "src=\"http" not in text  # plotly.js inline, once
-    assert text.count('class="plotly-graph-div"') == 2  # the mask grid and the gradient heatmap
-    data = report_data(text)
-    assert data["scores"] == ["gradient"] and data["kept_heads"] == keep.tolist()
-    changes = bench.what_changed(None, keep)
-    assert data["flips"]["fixed"] == [f.index for f in changes.fixed]
-    assert data["flips"]["broken"] == [f.index for f in changes.broken]
-    assert data["mask"]["accuracy"] == pytest.approx(bench.exact(keep)["accuracy"])
-    assert data["mask"]["loss"] == pytest.approx(bench.exact(keep)["loss"], rel=1e-5)
-    assert all(html.escape(f.text) in text for f in changes.broken)
-    # an existing report is replaced only with --overwrite, and never a file that is not a report
-    assert main(["report", *common, "--mask", str(root / "mask.json"), "--out", str(out)]) == 2
-    assert "already exists" in capsys.readouterr().err
-    assert main(["report", *common, "--mask", str(root / "mask.json"), "--out", str(out), "--overwrite"]) == 0
-    assert main(["report", *common, "--mask", str(root / "mask.json"), "--out", str(root / "mask.json"),
-                 "--overwrite"]) == 2
-    assert "never replaces" in capsys.readouterr().err
 
 
 def test_the_reports_own_command_reproduces_its_numbers(made, capsys, monkeypatch):

@@ -1,11 +1,7 @@
-"""The dashboard's UI-free state: mask links, undo, background jobs, app settings (no Streamlit)."""
-import threading
-
+"""The dashboard's UI-free state (headprune.workbench.ui_state): mask links, undo, app settings (no Streamlit)."""
 import pytest
 import torch
 
-from headprune.core.progress import eta_text, format_seconds
-from headprune.workbench.jobs import Job, JobCancelled
 from headprune.workbench.ui_state import (
     MaskHistory,
     app_settings,
@@ -49,55 +45,6 @@ def test_undo_history_returns_masks_in_reverse_and_is_bounded():
     history.undo()
     with pytest.raises(ValueError, match="nothing to undo"):
         history.undo()
-
-
-def test_job_reports_progress_and_result():
-    job = Job("count")
-    gate = threading.Event()
-
-    def work(progress, should_stop):
-        progress(0.5, "half way")
-        gate.wait(5)
-        return 42
-
-    job.start(work)
-    while job.snapshot()["fraction"] < 0.5:
-        pass
-    snap = job.snapshot()
-    assert snap["status"] == "running" and snap["message"] == "half way"
-    with pytest.raises(ValueError, match="already running"):
-        job.start(work)
-    gate.set()
-    final = job.wait(5)
-    assert final["status"] == "done" and final["result"] == 42 and final["fraction"] == 1.0
-
-
-def test_job_cancel_stops_at_next_progress_and_failures_are_reported():
-    job = Job("loop")
-
-    def loop(progress, should_stop):
-        for i in range(10_000):
-            progress(i / 10_000, f"step {i}")
-            if i == 5:
-                job.cancel()
-        return "never"
-
-    job.start(loop)
-    assert job.wait(5)["status"] == "cancelled"
-
-    def broken(progress, should_stop):
-        raise ValueError("the model is too small")
-
-    job.start(broken)
-    final = job.wait(5)
-    assert final["status"] == "failed" and "too small" in final["error"]
-    assert issubclass(JobCancelled, Exception)
-
-
-def test_eta_and_seconds_texts():
-    assert eta_text(0.0, 10) == "" and eta_text(0.5, 1.0) == ""
-    assert eta_text(0.25, 30) == "about 1 min 30 s left (30 s so far)"
-    assert format_seconds(3700) == "1 h 1 min"
 
 
 def test_app_settings_from_command_line_then_environment():
