@@ -90,8 +90,6 @@ class Contributions:
         return total if self.reduce == "sum" else total / weights.sum().clamp(min=1e-300)
 
 
-
-
 def check_metric(metric: str) -> None:
     if metric not in METRICS:
         raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}", option="metric")
@@ -104,7 +102,6 @@ def scored_heads(model, keep=None) -> torch.Tensor:
     for layer, heads in enumerate(present_heads(model)):
         present[layer, heads] = True
     return scored & present
-
 
 
 def finish_scores(raw: torch.Tensor, metric: str, scored: torch.Tensor, *, normalise_layers: bool = False,

@@ -5,8 +5,9 @@ import pandas as pd
 
 from ..core.errors import UserError
 
-TEXT_COLUMNS = ("text", "sentence", "content", "tweet", "review", "document", "sentence1", "premise",
-                "question1", "question", "prompt", "input", "body", "comment", "utterance", "text_a")
+# a column that starts a pair comes before the column it pairs with ("question" before "sentence", QNLI)
+TEXT_COLUMNS = ("text", "question", "sentence", "content", "tweet", "review", "document", "sentence1", "premise",
+                "question1", "prompt", "input", "body", "comment", "utterance", "text_a")
 PAIR_COLUMNS = {"sentence1": "sentence2", "premise": "hypothesis", "question1": "question2",
                 "question": "sentence", "text_a": "text_b", "text": "text_pair"}
 LABEL_COLUMNS = ("label", "labels", "sentiment", "class", "category", "target", "gold_label", "y", "polarity")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.errors import UserError
-from .splits import pick_split
+from .splits import SPLIT_ALIASES, pick_split
 
 FILE_TYPES = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
               ".parquet": "parquet", ".pq": "parquet"}
@@ -155,8 +155,6 @@ def _one_line(exc: BaseException) -> str:
     return text[:300] + ("…" if len(text) > 300 else "")
 
 
-
-
 def select_split(table: pd.DataFrame, split: str | None, origin: str, default_split: str = "test") -> pd.DataFrame:
     """Rows of `split` from a file's table: by its `split` column if it has one (values train / validation /
     test or their aliases; None = `default_split`), else the whole file, which is one split and has no other."""
@@ -171,10 +169,12 @@ def select_split(table: pd.DataFrame, split: str | None, origin: str, default_sp
 
 
 def _rows_of(table: pd.DataFrame, column, split: str, origin: str) -> pd.DataFrame:
+    """Every row whose split value names the same split as `split` (any case or alias: Dev, dev, val)."""
     names = table[column].astype(str).str.strip()
-    available = sorted(set(names))
-    chosen = pick_split(available, split, f"{origin} (column {column!r})")
-    return table[names == chosen].drop(columns=[column]).reset_index(drop=True)
+    pick_split(sorted(set(names)), split, f"{origin} (column {column!r})")  # refuses a split the file lacks
+    canonical = names.str.lower().map(lambda name: SPLIT_ALIASES.get(name, name))
+    wanted = str(split).strip().lower()
+    return table[canonical == SPLIT_ALIASES.get(wanted, wanted)].drop(columns=[column]).reset_index(drop=True)
 
 
 def _split_column(table: pd.DataFrame):

@@ -2,6 +2,8 @@
 for every source."""
 from __future__ import annotations
 
+import numbers
+
 from ..core.errors import UserError
 
 SPLITS = ("train", "validation", "test")
@@ -14,7 +16,6 @@ SPLIT_ALIASES = {
     "dev": "validation",
     "test": "test",
 }
-# Share of the de-duplicated tweets in each split, by a hash of the text (out of 10).
 
 
 def normalise_split(split: str) -> str:
@@ -38,10 +39,8 @@ def pick_split(available: list[str], split: str, origin: str) -> str:
     raise UserError(f"{origin} has no split {split!r}; splits found: {', '.join(available)}", option="split")
 
 
-
-
 def check_limit(limit) -> int:
     """A sample size: a whole number ≥ 1."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+    if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1:
         raise UserError(f"limit must be a positive whole number, got {limit!r}", option="limit")
-    return limit
+    return int(limit)

@@ -97,13 +97,14 @@ class Workload:
 
     def example_ids(self, position: int) -> list[int]:
         """Token ids (real tokens, as evaluated) of the example at `position` in batch order."""
+        offset = position
         for batch in self.batches:
             size = int(batch["input_ids"].shape[0])
-            if position < size:
-                ids, mask = batch["input_ids"][position], batch["attention_mask"][position].bool()
+            if 0 <= offset < size:
+                ids, mask = batch["input_ids"][offset], batch["attention_mask"][offset].bool()
                 return ids[mask].tolist()
-            position -= size
-        raise UserError(f"example position {position} is past the last example")
+            offset -= size
+        raise UserError(f"example position {position} is past the last example ({position - offset} examples)")
 
     def with_limit(self, limit: int) -> "Workload":
         """The same model and data with a seeded sample of `limit` rows (as `open_workload(..., limit=limit)`

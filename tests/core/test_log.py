@@ -64,9 +64,6 @@ def test_internal_errors_go_to_a_log_file_under_the_cache(tmp_path, monkeypatch)
     assert log_internal_error(ValueError("no traceback")).read_text().strip() == "ValueError: no traceback"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG core/log.py:38: the file name has one-second resolution, so two errors "
-                                       "in the same second of one process share a file and the second overwrites "
-                                       "the first (the docstring promises a fresh file)")
 def test_two_errors_in_the_same_second_get_two_files(tmp_path, monkeypatch):
     monkeypatch.setenv("HEADPRUNE_CACHE", str(tmp_path))
     monkeypatch.setattr(log, "time", types.SimpleNamespace(strftime=lambda fmt: "20250101-120000"))  # one clock second

@@ -23,7 +23,8 @@ def bert_tokenizer(folder: Path):
              *string.punctuation]
     vocab = list(dict.fromkeys(vocab))
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    return BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    # transformers 5 ignores vocab_file= in the constructor (a 5-token tokenizer); from_pretrained reads the file
+    return BertTokenizerFast.from_pretrained(str(folder), do_lower_case=True)
 
 
 def word_tokenizer(words=WORDS):

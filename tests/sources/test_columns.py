@@ -33,7 +33,7 @@ def test_missing_columns_are_named_with_the_columns_found():
     with pytest.raises(UserError) as caught:
         standard(many)
     message = str(caught.value)
-    assert caught.value.option == "text_column" and "data.csv has no text column (looked for text, sentence" in message
+    assert caught.value.option == "text_column" and "data.csv has no text column (looked for text, question, sentence" in message
     assert "column_0_with_a_rather_long_n…" in message and "column_8" not in message and "(+2 more)" in message
     with pytest.raises(UserError, match=r"data.csv has no column 'labels'; columns found: text, y") as caught:
         standard({"text": ["x"], "y": [1]}, label="labels")
@@ -60,9 +60,6 @@ def test_bad_labels_say_what_is_wrong(labels, label2id, match):
         standard({"text": ["x"] * len(labels), "label": labels}, label2id=label2id)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG sources/columns.py:8-11: 'sentence' comes before 'question' in "
-                                       "TEXT_COLUMNS, so a QNLI-style table (question, sentence) takes 'sentence' "
-                                       "as its text and the PAIR_COLUMNS entry question -> sentence never applies")
 def test_a_question_sentence_table_reads_as_a_pair():
     out = standard({"question": ["who?"], "sentence": ["me."], "label": [0]})
     assert out["text"].tolist() == ["who?"] and out["text_pair"].tolist() == ["me."]

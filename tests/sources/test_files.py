@@ -65,9 +65,6 @@ def test_a_split_column_selects_rows_by_name_or_alias():
     assert caught.value.option == "split"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG sources/files.py:269-273: split values are matched case-insensitively "
-                                       "but rows are then selected by one exact spelling, so rows spelled 'Dev' are "
-                                       "silently dropped when others say 'dev' (same for 'val' beside 'validation')")
 def test_every_row_of_the_split_is_selected_whatever_its_spelling():
     table = pd.DataFrame({"text": list("abcd"), "split": ["dev", "Dev", "validation", "train"]})
     assert select_split(table, "validation", "t.csv")["text"].tolist() == ["a", "b", "c"]

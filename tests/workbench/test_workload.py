@@ -37,8 +37,6 @@ def test_example_ids_are_the_real_tokens_of_an_example(classifier_bench):
         w.example_ids(80)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG workbench/workload.py:135-136: the loop decrements `position` by each "
-                                       "batch's size, so the error names the wrong position (100 of 80 reads '20')")
 def test_a_position_past_the_end_is_named_as_given(classifier_bench):
     with pytest.raises(UserError, match="example position 100 is past the last example"):
         classifier_bench.workload.example_ids(100)
