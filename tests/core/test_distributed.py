@@ -84,16 +84,16 @@ def test_two_process_finetune_matches_one_process_with_gradient_accumulation(wor
     assert sorted(p.name for p in (checkpoint / "step-00000002").iterdir()) == ["checkpoint.json", "model", "trainer_state.pt"]
 
 
-def test_two_process_score_sums_over_all_examples(workload, capsys, tmp_path):
+@pytest.mark.parametrize("metric", ["fisher", "gradient"])
+def test_two_process_score_sums_over_all_examples(workload, capsys, tmp_path, metric):
     folder, csv, _ = workload
-    for metric in ("fisher", "gradient"):
-        args = ["score", "--model", str(folder), "--data", str(csv), "--batch-size", "4", "--metric", metric,
-                "--json", "-q"]
-        done = torchrun(args + ["--out", str(tmp_path / f"{metric}.json")], tmp_path)
-        assert done.returncode == 0, done.stderr[-3000:]
-        lines = done.stdout.strip().splitlines()
-        assert len(lines) == 1
-        two = torch.tensor(json.loads(lines[0])["scores"])
-        one = torch.tensor(one_process(capsys, args + ["--no-cache"])["scores"])
-        assert torch.allclose(two, one, rtol=1e-5)  # a sum (fisher) counted twice would be 2x
-        assert json.loads((tmp_path / f"{metric}.json").read_text())["scores"] == two.tolist()
+    args = ["score", "--model", str(folder), "--data", str(csv), "--batch-size", "4", "--metric", metric,
+            "--json", "-q"]
+    done = torchrun(args + ["--out", str(tmp_path / f"{metric}.json")], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1
+    two = torch.tensor(json.loads(lines[0])["scores"])
+    one = torch.tensor(one_process(capsys, args + ["--no-cache"])["scores"])
+    assert torch.allclose(two, one, rtol=1e-5)  # a sum (fisher) counted twice would be 2x
+    assert json.loads((tmp_path / f"{metric}.json").read_text())["scores"] == two.tolist()
