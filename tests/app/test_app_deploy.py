@@ -86,6 +86,7 @@ def test_make_it_runtime_safe_applies_the_nearest_uniform_mask_with_its_cost(lla
     assert _button(llama_app, "Make it runtime-safe").key == "export_runtime_safe"
 
 
+@pytest.mark.slow
 def test_latency_panel_times_both_runtimes(bert_app):
     _open(bert_app, "app_pages/prune.py", UNEVEN_BERT)
     bert_app.number_input(key="lat_batch").set_value(2)
@@ -100,6 +101,7 @@ def test_latency_panel_times_both_runtimes(bert_app):
     assert any("No KV cache" in c.value for c in bert_app.caption)
 
 
+@pytest.mark.slow
 def test_export_page_onnx_job_shows_parity_and_ratios(bert_app, tmp_path):
     _open(bert_app, "app_pages/export.py", UNEVEN_BERT)
     (tmp_path / "mine.onnx").write_text("not headprune's")

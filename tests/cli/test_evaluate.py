@@ -103,6 +103,7 @@ def test_causal_lm_eval_and_zero_shot_needs_labels(tmp_path, capsys):
     assert code == 2 and "named labels" in out.err
 
 
+@pytest.mark.slow
 def test_subprocess_exit_codes(workload):
     folder, csv = workload
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}

@@ -34,6 +34,7 @@ def workload(tmp_path_factory):
     return folder, csv, root / "mask.json", keep
 
 
+@pytest.mark.slow
 def test_export_onnx_writes_a_checked_file_and_times_it(workload, capsys, tmp_path):
     folder, csv, mask, keep = workload
     out = tmp_path / "model.onnx"
@@ -59,6 +60,7 @@ def test_export_onnx_writes_a_checked_file_and_times_it(workload, capsys, tmp_pa
         torch.testing.assert_close(torch.from_numpy(got), model(**feed).logits, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_export_onnx_readable_summary_recovery_and_overwrite(workload, capsys, tmp_path):
     folder, csv, mask, _ = workload
     out = tmp_path / "model.onnx"

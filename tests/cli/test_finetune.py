@@ -42,6 +42,7 @@ def test_finetune_writes_a_loadable_model_and_resumes(workload, split_csv, capsy
     assert code == 0 and "training    2 steps" in out.out
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(workload, tmp_path):
     folder, csv, mask = workload
     argv = [sys.executable, "-m", "headprune", "finetune", "--model", str(folder), "--data", str(csv), "--mask",

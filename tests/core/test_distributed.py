@@ -17,6 +17,8 @@ from headprune.core import distributed
 from headprune.model.schema import write_mask
 from headprune.model.storage import load_pruned
 
+pytestmark = pytest.mark.slow  # each test starts two torchrun processes
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

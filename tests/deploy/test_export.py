@@ -45,6 +45,7 @@ def test_decoder_export_matches_masked_model(tmp_path, family, task, rows):
     check_export(tmp_path, family, task, rows)
 
 
+@pytest.mark.slow
 def test_recovered_export_matches_recovered_model(tmp_path):
     def recover(model, keep):
         return lsq_recover(model, keep, [tiny_batch(model, seed=s) for s in range(4)], method="weights")

@@ -13,6 +13,7 @@ from headprune.deploy import (
 from headprune.deploy.latency import _ort_warning
 
 
+@pytest.mark.slow
 def test_onnx_runtime_latency_beside_torch(exported):
     model, keep, result = exported
     settings = LatencySettings(batch_size=2, seq_len=8, repeats=2, warmup=1, threads=1)

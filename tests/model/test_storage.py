@@ -84,6 +84,7 @@ torch.save(logits, sys.argv[2])
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["bert", "distilbert", "gpt2", "llama"])
 def test_save_and_load_pruned_in_fresh_process(tmp_path, family):
     model = tiny_model(family)

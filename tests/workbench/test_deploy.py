@@ -59,6 +59,7 @@ def test_a_bert_mask_has_no_runtime_safe_neighbour_and_says_why(tmp_path):
     assert bench.runtime_safe(seven, metric="magnitude").keep.all()
 
 
+@pytest.mark.slow
 def test_measure_in_both_runtimes_shares_one_layout(llama):
     keep = torch.tensor([[1, 1, 1, 0, 0, 0]] * 3, dtype=torch.bool)
     both = llama.measure(keep, batch_size=2, seq_len=8, repeats=2, threads=1, runtime="both")
@@ -74,6 +75,7 @@ def test_measure_in_both_runtimes_shares_one_layout(llama):
         llama.measure(keep, runtime="tensorrt")
 
 
+@pytest.mark.slow
 def test_export_onnx_checks_parity_on_the_workload_examples(llama, tmp_path):
     done = llama.export_onnx(UNEVEN, tmp_path / "llama.onnx")
     assert done.parity.ok and done.parity.agreement == 1.0 and done.parity.examples == 24
