@@ -56,6 +56,7 @@ from .compress_plan import (
     CostModel,
     Ladder,
     Stopwatch,
+    typical_batches,
 )
 from .compress_state import StateStore, as_list, as_tensor, run_record
 
@@ -171,11 +172,11 @@ class _Run:
         report(self.progress, self.wall() / self.s.time_budget, f"setting up: {message}")
 
     def probe(self) -> float:
-        """Seconds of one distillation step at dense size: three steps on a copy of the dense model, timed from
-        the end of the first (its warm-up excluded)."""
+        """Seconds of one distillation step at dense size: three steps on a copy of the dense model, on batches
+        of typical size (`typical_batches`), timed from the end of the first (its warm-up excluded)."""
         watch = Stopwatch()
-        recover(self.dense, self.data.train[:3], FinetuneSettings(max_steps=3, lr=self.s.lr), teacher=self.dense,
-                progress=watch)
+        recover(self.dense, typical_batches(self.data.train), FinetuneSettings(max_steps=3, lr=self.s.lr),
+                teacher=self.dense, progress=watch)
         return max(watch.per_item([None] * 3), 1e-6)
 
     # ------------------------------------------------------------------------------------ the climb

@@ -145,6 +145,18 @@ class CostModel(Record):
         return steps * self.step_s * (1 + 3 * ratio) / 4
 
 
+def typical_batches(batches: list, n: int = 3) -> list:
+    """The `n` batches whose padded size (examples × tokens) is nearest the mean over `batches`, in their order:
+    a probe of per-step time on them stands for a whole epoch (batches come sorted longest first, so the
+    first ones would time the longest examples: 3-4× the mean step on tweets)."""
+    sizes = [int(b["input_ids"].numel()) for b in batches]
+    if len(sizes) <= n:
+        return list(batches)
+    mean = sum(sizes) / len(sizes)
+    nearest = sorted(range(len(sizes)), key=lambda i: (abs(sizes[i] - mean), i))[:n]
+    return [batches[i] for i in sorted(nearest)]
+
+
 class Stopwatch:
     """A progress callback that notes when each unit of work (a batch, a training step) ends, so that per-unit
     time can be measured without the first unit's warm-up."""
