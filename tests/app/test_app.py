@@ -9,7 +9,7 @@ import pytest
 import torch
 
 pytest.importorskip("streamlit")
-from helpers.apptest import APP, TIMEOUT  # noqa: E402
+from helpers.apptest import APP, TIMEOUT, tiny_llama_app  # noqa: E402
 from helpers.apptest import metric as _metric  # noqa: E402
 from helpers.apptest import no_exceptions as _no_exceptions  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -229,21 +229,7 @@ def test_the_learn_walkthrough_runs_one_click_per_step(app):
 
 def test_a_grouped_query_language_model_renders_its_grid_grouped(tmp_path, monkeypatch):
     """A tiny Llama (3 layers x 6 query heads in 2 KV groups), causal LM on text: Prune and Importance render."""
-    from helpers.tiny import word_tokenizer
-
-    from headprune.model.tiny import tiny_model
-
-    tokenizer = word_tokenizer()
-    model = tiny_model("llama", vocab_size=len(tokenizer), pad_token_id=tokenizer.eos_token_id)
-    model.save_pretrained(tmp_path / "llama")
-    tokenizer.save_pretrained(tmp_path / "llama")
-    (tmp_path / "text.csv").write_text("text\n" + "\n".join(["the movie is good", "this car is bad", "a great tweet"] * 8) + "\n")
-    monkeypatch.setenv("HEADPRUNE_MODEL", str(tmp_path / "llama"))
-    monkeypatch.setenv("HEADPRUNE_DATA", str(tmp_path / "text.csv"))
-    monkeypatch.setenv("HEADPRUNE_LIVE_EXAMPLES", "16")
-    monkeypatch.setenv("HEADPRUNE_CACHE", str(tmp_path / "cache"))
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.run()
+    at = tiny_llama_app(tmp_path, monkeypatch, ["the movie is good", "this car is bad", "a great tweet"] * 8)
     _no_exceptions(at)
     assert not at.error, [e.value for e in at.error]
     assert "3 × 6 (2 KV heads)" in "".join(m.value for m in at.sidebar.markdown)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 pytest.importorskip("streamlit")
-from helpers.apptest import APP, TIMEOUT
+from helpers.apptest import APP, TIMEOUT, tiny_llama_app
 from helpers.apptest import button as _button
 from helpers.apptest import metric as _metric
 from helpers.apptest import ok as _ok
@@ -94,22 +94,8 @@ def test_automatic_masks_can_write_into_a(app):
 
 
 def test_generation_side_by_side_on_a_causal_lm(tmp_path, monkeypatch):
-    from helpers.tiny import word_tokenizer
-
-    from headprune.model.tiny import tiny_model
-
-    tokenizer = word_tokenizer()
-    model = tiny_model("llama", vocab_size=len(tokenizer), pad_token_id=tokenizer.eos_token_id)
-    model.save_pretrained(tmp_path / "llama")
-    tokenizer.save_pretrained(tmp_path / "llama")
-    (tmp_path / "text.csv").write_text("text\n" + "\n".join(["the movie is good and fine", "this car is bad",
-                                                             "a great tweet is not awful"] * 6) + "\n")
-    monkeypatch.setenv("HEADPRUNE_MODEL", str(tmp_path / "llama"))
-    monkeypatch.setenv("HEADPRUNE_DATA", str(tmp_path / "text.csv"))
-    monkeypatch.setenv("HEADPRUNE_LIVE_EXAMPLES", "16")
-    monkeypatch.setenv("HEADPRUNE_CACHE", str(tmp_path / "cache"))
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.run()
+    at = tiny_llama_app(tmp_path, monkeypatch, ["the movie is good and fine", "this car is bad",
+                                                "a great tweet is not awful"] * 6)
     keep = torch.ones(3, 6, dtype=torch.bool)
     keep[0, :3] = False
     at.session_state["keep"] = keep

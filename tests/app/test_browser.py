@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from helpers.browser import (
-    CHROMIUM,
     GRID,
     cell,
     go,
@@ -27,14 +26,13 @@ from helpers.browser import (
     metric_value,
     removed_heads,
     shoot,
+    skip_without_chromium,
     url_removed,
     wait_idle,
 )
 
 pytestmark = pytest.mark.browser
-pytest.importorskip("playwright.sync_api")
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+skip_without_chromium()
 
 
 def test_click_a_head_see_accuracy_change_keep_mask_across_pages_download_it(on_failure, server):

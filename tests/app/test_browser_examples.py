@@ -6,17 +6,16 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 from helpers.browser import (
-    CHROMIUM,
     GRID,
     cell,
     go,
     grid_point,
     metric_value,
     shoot,
+    skip_without_chromium,
     wait_idle,
 )
 from helpers.report import report_data
@@ -24,9 +23,7 @@ from helpers.report import report_data
 from headprune.cli import main
 
 pytestmark = pytest.mark.browser
-pytest.importorskip("playwright.sync_api")
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+skip_without_chromium()
 
 
 def click_head(pg, layer: int, head: int, kept_after: str) -> None:

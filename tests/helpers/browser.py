@@ -23,6 +23,15 @@ SHOTS = Path("/tmp/headprune_shots")
 GRID = '[data-testid="hp-head-grid"]'  # the Prune page's head grid (app_pages/_grid.py)
 
 
+def skip_without_chromium() -> None:
+    """Skip the calling test module when Playwright or Debian's Chromium is missing (call at module level)."""
+    import pytest
+
+    pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
