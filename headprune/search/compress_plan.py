@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.errors import UserError
-from ..core.records import Record
+from ..core.records import Record, jsonable
 from ..core.types import (
     COMPRESS_UNITS,
     RECOVERY_METHODS,
@@ -234,7 +234,7 @@ class CompressResult(Record):
                    retraining_free_test_acc=rf["test"], retraining_free_stopped_by=rf["stopped_by"],
                    kept_heads=[row.nonzero().flatten().tolist() for row in self.keep],
                    retraining_free_kept_heads=[row.nonzero().flatten().tolist() for row in rf["keep"]])
-        return out
+        return jsonable(out)  # a NaN metric (a language model's) becomes null, never invalid JSON
 
 
 class Ladder:

@@ -124,6 +124,9 @@ def test_the_report_is_flat_json():
     assert report["retraining_free_test_acc"] == 0.75 and report["retraining_free_stopped_by"] == "budget"
     assert report["stopped_by"] == "target" and report["examples"] == {"judge": 8} and report["resumed"] is False
     assert json.loads(json.dumps(report, allow_nan=False)) == report
+    nan = result.replace(val=float("nan"), test=float("inf"), retraining_free={**rf, "test": float("nan")}).report()
+    assert (nan["compressed_val_acc"], nan["compressed_test_acc"], nan["retraining_free_test_acc"]) == (None, "inf", None)
+    json.dumps(nan, allow_nan=False)  # valid JSON
 
 
 def test_the_distillation_probe_times_batches_of_typical_size_not_the_longest(tmp_path):
