@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.errors import UserError
-from .splits import SPLIT_ALIASES, pick_split
+from .splits import pick_split, split_key
 
 FILE_TYPES = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
               ".parquet": "parquet", ".pq": "parquet"}
@@ -171,10 +171,8 @@ def select_split(table: pd.DataFrame, split: str | None, origin: str, default_sp
 def _rows_of(table: pd.DataFrame, column, split: str, origin: str) -> pd.DataFrame:
     """Every row whose split value names the same split as `split` (any case or alias: Dev, dev, val)."""
     names = table[column].astype(str).str.strip()
-    pick_split(sorted(set(names)), split, f"{origin} (column {column!r})")  # refuses a split the file lacks
-    canonical = names.str.lower().map(lambda name: SPLIT_ALIASES.get(name, name))
-    wanted = str(split).strip().lower()
-    return table[canonical == SPLIT_ALIASES.get(wanted, wanted)].drop(columns=[column]).reset_index(drop=True)
+    chosen = pick_split(sorted(set(names)), split, f"{origin} (column {column!r})")  # refuses a split it lacks
+    return table[names.map(split_key) == split_key(chosen)].drop(columns=[column]).reset_index(drop=True)
 
 
 def _split_column(table: pd.DataFrame):

@@ -26,15 +26,21 @@ def normalise_split(split: str) -> str:
     return SPLIT_ALIASES[key]
 
 
+def split_key(name: str) -> str:
+    """The split a name stands for, whatever its case or alias ("Dev", "val" → "validation"); a name that is no
+    known alias stays itself, lower-cased."""
+    key = str(name).strip().lower()
+    return SPLIT_ALIASES.get(key, key)
+
+
 def pick_split(available: list[str], split: str, origin: str) -> str:
     """The available split matching `split` or one of its aliases."""
     wanted = str(split).strip().lower()
-    canonical = SPLIT_ALIASES.get(wanted, wanted)
     for name in available:
         if name.lower() == wanted:
             return name
     for name in available:
-        if SPLIT_ALIASES.get(name.lower()) == canonical:
+        if split_key(name) == split_key(split):
             return name
     raise UserError(f"{origin} has no split {split!r}; splits found: {', '.join(available)}", option="split")
 
