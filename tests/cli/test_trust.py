@@ -6,27 +6,17 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 from helpers.cli import run
 from helpers.texts import REVIEWS
-from helpers.tiny import bert_tokenizer, save, tiny_bert
-
-from headprune.model.schema import write_mask
 
 ROWS = REVIEWS[:5]
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trust")
-    tok = bert_tokenizer(root / "tok")
-    model = tiny_bert(tok, label_names=["negative", "neutral", "positive"])
-    folder = save(model, tok, root / "model")
-    csv = root / "reviews.csv"
-    csv.write_text("review,sentiment\n" + "\n".join(ROWS * 2) + "\n")
-    keep = torch.ones(2, 4, dtype=torch.bool)
-    keep[0, 0] = False
-    mask = write_mask(root / "mask.json", keep, model, model_id=str(folder))
+def files(workload):
+    """The CLI tests' tiny classifier, CSV and mask (conftest.py), beside a folder of the user's own files."""
+    folder, csv, mask = workload
+    root = folder.parent
     mine = root / "my-files"
     mine.mkdir()
     (mine / "thesis.tex").write_text("precious")
