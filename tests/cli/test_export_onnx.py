@@ -9,7 +9,6 @@ import torch
 from helpers.cli import run
 from helpers.texts import REVIEWS as ROWS
 from helpers.tiny import bert_tokenizer, save, tiny_bert
-from transformers import BertTokenizer
 
 from headprune.deploy import read_sidecar, session
 from headprune.model.intervene import masked
@@ -23,8 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def workload(tmp_path_factory):
     """A tiny BERT (2 layers x 4 heads) folder, a 30-row CSV, and a mask keeping heads [3] and [0, 1, 2]."""
     root = tmp_path_factory.mktemp("deploy-cli")
-    bert_tokenizer(root / "tok")  # writes vocab.txt; transformers 5 reads it only through from_pretrained
-    tok = BertTokenizer.from_pretrained(str(root / "tok"), do_lower_case=True)
+    tok = bert_tokenizer(root / "tok")
     model = tiny_bert(tok, label_names=["negative", "neutral", "positive"])
     folder = save(model, tok, root / "model")
     csv = root / "reviews.csv"

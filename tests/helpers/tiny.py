@@ -74,12 +74,8 @@ def tiny_workspace(folder: Path, *, rows: int = 96, words: tuple[int, int] = (3,
                    hidden: int = 32) -> tuple[Path, Path]:
     """A tiny BERT classifier (2 layers x 4 heads of width `hidden`, WordPiece tokenizer) saved to a folder, and a
     3-class CSV of `rows` texts of `words` (min, max) words each."""
-    from transformers import BertTokenizer
-
     folder = Path(folder)
-    bert_tokenizer(folder / "tok")  # writes the WordPiece vocab.txt
-    # transformers 5 ignores vocab_file= in the constructor; from_pretrained on the folder reads it
-    tokenizer = BertTokenizer.from_pretrained(str(folder / "tok"), do_lower_case=True)
+    tokenizer = bert_tokenizer(folder / "tok")
     model_dir = save(tiny_bert(tokenizer, label_names=["negative", "neutral", "positive"], hidden=hidden), tokenizer,
                      folder / "model")
     rng = random.Random(0)

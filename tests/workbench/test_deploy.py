@@ -44,8 +44,7 @@ def test_runtime_safe_rounds_by_scores_and_measures_the_cost_exactly(llama, tmp_
 
 
 def test_a_bert_mask_has_no_runtime_safe_neighbour_and_says_why(tmp_path):
-    bert_tokenizer(tmp_path / "tok")  # writes vocab.txt; transformers 5 reads it only through from_pretrained
-    tokenizer = transformers.BertTokenizer.from_pretrained(str(tmp_path / "tok"))
+    tokenizer = bert_tokenizer(tmp_path / "tok")
     save(tiny_bert(tokenizer), tokenizer, tmp_path / "bert")
     (tmp_path / "data.csv").write_text("text,label\n" + "\n".join(f"{t},{i % 3}" for i, t in enumerate(TEXT)) + "\n")
     bench = Workbench(open_workload(str(tmp_path / "bert"), str(tmp_path / "data.csv")))
