@@ -35,12 +35,12 @@ def split_key(name: str) -> str:
 
 def pick_split(available: list[str], split: str, origin: str) -> str:
     """The available split matching `split` or one of its aliases."""
-    wanted = str(split).strip().lower()
+    wanted, canonical = str(split).strip().lower(), split_key(split)
     for name in available:
         if name.lower() == wanted:
             return name
     for name in available:
-        if split_key(name) == split_key(split):
+        if split_key(name) == canonical:
             return name
     raise UserError(f"{origin} has no split {split!r}; splits found: {', '.join(available)}", option="split")
 
