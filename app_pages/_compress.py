@@ -91,7 +91,9 @@ def _show(done: dict) -> None:
         f"{saved.max_abs_diff:.2e}); parameters {saved.params_before / 1e6:.2f} M → {saved.params_after / 1e6:.2f} M; "
         f"the report is compress_report.json in the folder.")
     with st.expander("The trajectory"):
-        st.dataframe(pd.DataFrame([dict(row) for row in result.trajectory]), hide_index=True)
+        rows = [{**dict(row), "slice_vals": " → ".join(f"{v:.4f}" for v in row.slice_vals)}
+                for row in result.trajectory]
+        st.dataframe(pd.DataFrame(rows).rename(columns={"slice_vals": "val after each slice"}), hide_index=True)
 
 
 def figure(result):

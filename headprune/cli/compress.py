@@ -58,7 +58,13 @@ def build(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--distill", action=argparse.BooleanOptionalAction, default=True,
                      help="distil between the steps (--no-distill: least squares only; default: on)")
     how.add_argument("--distill-steps", type=positive_int, default=None, metavar="N",
-                     help="distillation steps per step (default: a tenth of the time budget)")
+                     help="distillation steps per slice (default: a tenth of the time budget)")
+    how.add_argument("--max-slices", type=positive_int, default=8, metavar="N",
+                     help="a candidate that misses the budget is distilled for another slice while it still "
+                          "improves, up to N slices (1: judge once; default: 8)")
+    how.add_argument("--distil-step-fraction", type=finite, default=1.0, metavar="FRACTION",
+                     help="share of the way to the top the first distillation step goes (1: straight to the "
+                          "target; after a roll-back the steps halve the gap) (default: 1.0)")
     how.add_argument("--polish-steps", type=whole, default=None, metavar="N",
                      help="distillation steps of the final polish (default: what the time left affords)")
     how.add_argument("--retraining-free-share", type=finite, default=0.3, metavar="FRACTION",
@@ -84,6 +90,7 @@ def _settings(args: argparse.Namespace) -> CompressSettings:
     settings = CompressSettings(max_drop=args.max_drop, time_budget=args.time_budget, target_heads=args.target_heads,
                                 unit=args.unit, min_heads_per_layer=args.min_heads_per_layer, metric=args.metric,
                                 distill=args.distill, distill_steps=args.distill_steps, polish_steps=args.polish_steps,
+                                max_slices=args.max_slices, distil_step_fraction=args.distil_step_fraction,
                                 retraining_free_share=args.retraining_free_share, lr=args.lr, seed=args.seed)
     settings.check()
     return settings
@@ -129,10 +136,11 @@ def render(result: dict) -> str:
              f"test {result['retraining_free_test_acc']:.4f}",
              f"time             {result['seconds']:.0f} s, stopped by {result['stopped_by']}; "
              f"{result['distill_steps']} distillation steps",
-             f"{'step':>5} {'phase':<14} {'removed':>7} {'val':>7} {'kept?':>6} {'seconds':>8}"]
+             f"{'step':>5} {'phase':<14} {'removed':>7} {'val':>7} {'kept?':>6} {'seconds':>8}  val after each slice"]
     for row in result["trajectory"]:
+        slices = " → ".join(f"{v:.4f}" for v in row.get("slice_vals") or ())
         lines.append(f"{row['step']:>5} {row['phase']:<14} {row['heads_removed']:>7} {row['val']:>7.4f} "
-                     f"{'yes' if row['accepted'] else 'no':>6} {row['seconds']:>8.1f}")
+                     f"{'yes' if row['accepted'] else 'no':>6} {row['seconds']:>8.1f}  {slices}".rstrip())
     lines.append(f"saved to         {result['out']} (reloaded: max |Δ logit| {result['reload_max_abs_diff']:.1e}; "
                  f"report in compress_report.json)")
     return "\n".join(lines)

@@ -90,13 +90,20 @@ def _trajectory(trajectory, heads_total: int) -> pd.DataFrame:
     return frame.sort_values("step").assign(pct=lambda d: 100 * d["heads_removed"] / heads_total)
 
 
+def _slices(values) -> str:
+    """Hover text for a candidate's validation values after each distillation slice ("" for one or none)."""
+    values = list(values) if isinstance(values, (list, tuple)) else []
+    return "<br>after each slice: " + " → ".join(f"{v:.4g}" for v in values) if len(values) > 1 else ""
+
+
 def compress_figure(trajectory, *, heads_total: int, dense: float, threshold: float, test: float | None = None,
                     dense_test: float | None = None, y: str = "accuracy") -> go.Figure:
     """The compress trajectory: validation quality vs heads removed, one marker per candidate (filled: kept;
     an ✕: rolled back), coloured by phase, the path of kept models as a line; the dense value (dotted) and the
     budget threshold (dashed); with ``test``, the final model's single test result as a star beside the dense
     model's (a diamond). ``trajectory``: `CompressStep`s or a frame with columns step, phase ("least-squares",
-    "distil", "polish"), heads_removed, val, accepted (optional: seconds, elapsed, distill_steps)."""
+    "distil", "polish"), heads_removed, val, accepted (optional: seconds, elapsed, distill_steps, slice_vals: the
+    validation values after each distillation slice, shown on hover)."""
     frame = _trajectory(trajectory, heads_total)
     fig = go.Figure()
     kept = frame[frame["accepted"]]
@@ -105,13 +112,16 @@ def compress_figure(trajectory, *, heads_total: int, dense: float, threshold: fl
     extra = [c for c in ("elapsed", "distill_steps") if c in frame.columns]
     for (phase, accepted), group in frame.groupby(["phase", "accepted"], sort=False):
         hover = "".join(f"<br>{c.replace('_', ' ')} %{{customdata[{i + 1}]:.4g}}" for i, c in enumerate(extra))
+        slices = (group["slice_vals"].map(_slices) if "slice_vals" in group.columns
+                  else pd.Series("", index=group.index))
         fig.add_trace(go.Scatter(
             x=group["pct"], y=group["val"], mode="markers", name=f"{phase} ({'kept' if accepted else 'rolled back'})",
-            legendgroup=phase, customdata=group[["step", *extra]].to_numpy(),
+            legendgroup=phase, customdata=group[["step", *extra]].to_numpy(), text=slices.tolist(),
             marker=dict(color=_PHASE_COLOURS[phase], size=10 if accepted else 9,
                         symbol="circle" if accepted else "x-thin-open", line=dict(width=2)),
             hovertemplate=f"step %{{customdata[0]}} ({phase}, {'kept' if accepted else 'rolled back'})<br>"
-                          f"%{{x:.1f}}% of heads removed<br>validation {y} %{{y:.4g}}{hover}<extra></extra>"))
+                          f"%{{x:.1f}}% of heads removed<br>validation {y} %{{y:.4g}}{hover}%{{text}}"
+                          "<extra></extra>"))
     if test is not None:
         final = float(kept["pct"].iloc[-1]) if len(kept) else 0.0
         fig.add_trace(go.Scatter(x=[final], y=[test], mode="markers", name="final model, test",

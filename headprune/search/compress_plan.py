@@ -29,6 +29,7 @@ from .masks import (
 
 RESCORE_METRICS = ("gradient", "fisher", "magnitude")  # cheap enough to re-score after every step
 SCORE_PASSES = {"gradient": 2.2, "fisher": 2.2, "magnitude": 0.0}  # forward-pass equivalents (bench/score_speed.py)
+PATIENCE = 2  # a failing distillation candidate continues while one of its last this-many slices set a new best
 LSQ_PASSES = 3.0  # least squares: up to three passes over the calibration examples (`lsq_recover`)
 
 
@@ -38,9 +39,12 @@ class CompressSettings:
     time_budget: seconds for everything (setup, search, final test evaluations). target_heads: stop once this
     fraction of all heads is removed (None: as many as the budget allows). unit: "head", "kv-group" or "uniform".
     metric: re-scored after every accepted step (gradient, fisher, magnitude). step_fraction: a step goes this
-    share of the way to the largest size not yet known to fail. distill: the distillation phase (False: least
-    squares only). distill_steps / polish_steps: per candidate / for the final polish (None: from the time
-    budget). retraining_free_share: the least-squares phase's share of the time at most (when distilling).
+    share of the way to the largest size not yet known to fail. distil_step_fraction: the same for the
+    distillation phase until its first roll-back (1.0: straight to the top; afterwards `step_fraction`).
+    distill: the distillation phase (False: least squares only). distill_steps / polish_steps: per slice / for
+    the final polish (None: from the time budget). max_slices: a distillation candidate that misses the budget
+    gets another slice while it still improves, up to this many slices in all. retraining_free_share: the
+    least-squares phase's share of the time at most (when distilling).
     lr, temperature, alpha: distillation (see `FinetuneSettings`). lsq_method / lsq_target: see `lsq_recover`."""
 
     max_drop: float = 1.0
@@ -50,8 +54,10 @@ class CompressSettings:
     min_heads_per_layer: int = 1
     metric: str = "gradient"
     step_fraction: float = 0.5
+    distil_step_fraction: float = 1.0
     distill: bool = True
     distill_steps: int | None = None
+    max_slices: int = 8
     polish_steps: int | None = None
     retraining_free_share: float = 0.3
     lr: float = 1e-4
@@ -82,6 +88,10 @@ class CompressSettings:
                                                        f"{', '.join(RESCORE_METRICS)}; got {self.metric!r}"),
             (number(self.step_fraction) and 0 < self.step_fraction <= 1, "step_fraction",
              f"step_fraction must lie in (0, 1]; got {self.step_fraction!r}"),
+            (number(self.distil_step_fraction) and 0 < self.distil_step_fraction <= 1, "distil_step_fraction",
+             f"distil_step_fraction must lie in (0, 1]; got {self.distil_step_fraction!r}"),
+            (count(self.max_slices, 1) and self.max_slices is not None, "max_slices",
+             f"max_slices must be a whole number ≥ 1; got {self.max_slices!r}"),
             (count(self.distill_steps, 1), "distill_steps", f"distill_steps must be ≥ 1; got {self.distill_steps!r}"),
             (count(self.polish_steps, 0), "polish_steps", f"polish_steps must be ≥ 0; got {self.polish_steps!r}"),
             (number(self.retraining_free_share) and 0 < self.retraining_free_share <= 1, "retraining_free_share",
@@ -121,13 +131,20 @@ class CompressData:
 @dataclass(frozen=True)
 class CostModel(Record):
     """Estimated seconds of the loop's operations: `forward_s` per example of a dense forward pass, `step_s`
-    per distillation step at dense size (teacher forward + student forward and backward, about 4 passes of
-    which the student's 3 shrink with the FLOP ratio), `copy_s` per copy of the dense model (every refit,
-    pruning and fine-tune works on its own copy); a pruned model's work scales with its FLOP ratio."""
+    per distillation step at dense size, `copy_s` per copy of the dense model (every refit, pruning and
+    fine-tune works on its own copy); a pruned model's forward work scales with its FLOP ratio. A step's time
+    is linear in the FLOP ratio through two probes, (1, `step_s`) and (`small_ratio`, `small_step_s`) at the
+    ladder's top: part of a step does not shrink with the heads (the dense teacher's pass, the optimizer over
+    every parameter, embeddings included), so scaling a step by its FLOPs alone promises too much (on
+    `minilm-tweets` at 6 of 72 heads: 0.65 s estimated, 0.74 s measured, and a polish planned on it overran the
+    deadline). Without the second probe: (1 + 3·ratio) / 4 of `step_s` (the teacher's pass and the student's
+    three)."""
 
     forward_s: float
     step_s: float
     copy_s: float = 0.0
+    small_step_s: float | None = None
+    small_ratio: float = 0.0
 
     def copies(self, count: int, ratio: float) -> float:
         return count * self.copy_s * ratio
@@ -142,7 +159,24 @@ class CostModel(Record):
         return LSQ_PASSES * self.evaluate(examples, ratio)
 
     def distil(self, steps: int, ratio: float) -> float:
-        return steps * self.step_s * (1 + 3 * ratio) / 4
+        if self.small_step_s is None or self.small_ratio >= 1:
+            return steps * self.step_s * (1 + 3 * ratio) / 4
+        slope = (self.step_s - self.small_step_s) / (1 - self.small_ratio)
+        return steps * max(0.0, self.small_step_s + slope * (ratio - self.small_ratio))
+
+
+def worth_another_slice(vals: list[float], threshold: float, slices_left: int) -> bool:
+    """Whether a distillation candidate that missed `threshold` after `len(vals)` slices (`vals`: its validation
+    quality after each) gets another: slices are left, it still improves (a new best within its last `PATIENCE`
+    slices), and at its mean gain per slice so far its best would reach the threshold within the slices left.
+    The straight line is optimistic (recovery slows down), so only a clearly hopeless candidate stops early."""
+    if slices_left < 1:
+        return False
+    if len(vals) < 2:
+        return True
+    improving = len(vals) <= PATIENCE or max(vals[-PATIENCE:]) > max(vals[:-PATIENCE])
+    rate = (vals[-1] - vals[0]) / (len(vals) - 1)
+    return improving and max(vals) + rate * slices_left >= threshold
 
 
 def typical_batches(batches: list, n: int = 3) -> list:
@@ -178,9 +212,10 @@ class Stopwatch:
 
 @dataclass(frozen=True)
 class CompressStep(Record):
-    """One candidate of the trajectory: phase, heads removed / kept, `val` on the validation examples,
-    accepted or rolled back, its distillation steps, wall seconds (its own, and since the start) and, for
-    the final and the retraining-free model, `test` (measured once, at the end)."""
+    """One candidate of the trajectory: phase, heads removed / kept, `val` on the validation examples (after
+    its last slice; `slice_vals`: after each distillation slice), accepted or rolled back, its distillation
+    steps, wall seconds (its own, and since the start) and, for the final and the retraining-free model,
+    `test` (measured once, at the end)."""
 
     step: int
     phase: str
@@ -192,6 +227,7 @@ class CompressStep(Record):
     seconds: float
     elapsed: float
     test: float | None = None
+    slice_vals: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -346,7 +346,7 @@ def test_compress_to_a_target_runs_in_the_background_and_shows_on_the_curves(wor
     monkeypatch.setenv("HEADPRUNE_DATA", str(split))
     monkeypatch.setenv("HEADPRUNE_LIVE_EXAMPLES", "8")
     monkeypatch.setenv("HEADPRUNE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("headprune.search.compress.SLICE_RANGE", (2, 4))  # short distillation slices: a quick run
+    monkeypatch.setattr("headprune.search.compress_setup.SLICE_RANGE", (2, 4))  # short distillation slices: a quick run
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
     at.switch_page("app_pages/export.py").run()

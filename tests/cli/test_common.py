@@ -20,6 +20,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
     (["bench", "no-such-bench"], "no benchmark 'no-such-bench'"),
     (["compress", "--out", "x", "--target-heads", "1.5"], "--target-heads: the target is the fraction"),
     (["compress", "--out", "x", "--time-budget", "0"], "--time-budget: the time budget"),
+    (["compress", "--out", "x", "--distil-step-fraction", "0"], "--distil-step-fraction: distil_step_fraction"),
+    (["compress", "--out", "x", "--max-slices", "0"], "--max-slices"),
     (["compress", "--out", "x"], "--data: compress judges on validation"),
 ])
 def test_bad_input_exits_2_with_one_line(workload, capsys, tmp_path, argv, match):

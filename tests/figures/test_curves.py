@@ -52,6 +52,10 @@ def test_compress_trajectory_marks_kept_and_rolled_back_steps_by_phase():
     assert list(star.x) == pytest.approx([1000 / 12]) and list(star.y) == [0.79]
     assert sorted((s.y0, s.line.dash) for s in fig.layout.shapes) == [(0.75, "dash"), (0.8, "dot")]
     assert "elapsed" in back.hovertemplate
+    slices = trajectory().assign(slice_vals=[[], [], [], [0.71, 0.76, 0.8], [0.74], []])
+    distil = {t.name: t for t in figures.compress_figure(slices, heads_total=12, dense=0.8, threshold=0.75).data}
+    assert list(distil["distil (kept)"].text) == ["<br>after each slice: 0.71 → 0.76 → 0.8"]
+    assert list(distil["distil (rolled back)"].text) == [""] and "%{text}" in distil["distil (kept)"].hovertemplate
 
 
 def test_compress_trace_overlays_a_curves_figure_and_bad_input_is_refused():

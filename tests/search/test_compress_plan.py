@@ -28,7 +28,9 @@ from headprune.search.compress_plan import (
     ("polish_steps", 2.0, "polish_steps"), ("retraining_free_share", 0.0, "retraining_free_share"),
     ("lr", 0, "learning rate"), ("temperature", float("nan"), "temperature"), ("alpha", 1.5, r"alpha must lie in \[0, 1\]"),
     ("lsq_method", "bias", "lsq_method must be one of"), ("lsq_target", "far", "lsq_target must be one of"),
-    ("target_heads", "half", "fraction of all heads"),
+    ("target_heads", "half", "fraction of all heads"), ("distil_step_fraction", 0.0, "distil_step_fraction"),
+    ("distil_step_fraction", 1.5, "distil_step_fraction"), ("max_slices", 0, "max_slices"),
+    ("max_slices", None, "max_slices"), ("max_slices", 2.0, "max_slices"),
 ])
 def test_each_bad_setting_is_named(option, value, match):
     CompressSettings().check()
@@ -61,7 +63,22 @@ def test_cost_model_arithmetic():
     assert costs.refit(10, 1.0) == pytest.approx(LSQ_PASSES * 0.1)
     assert costs.distil(8, 1.0) == pytest.approx(8 * 0.2) and costs.distil(8, 0.0) == pytest.approx(8 * 0.2 / 4)
     assert costs.copies(3, 0.5) == pytest.approx(0.75)
-    assert costs.to_dict() == {"forward_s": 0.01, "step_s": 0.2, "copy_s": 0.5}
+    assert costs.to_dict() == {"forward_s": 0.01, "step_s": 0.2, "copy_s": 0.5, "small_step_s": None,
+                               "small_ratio": 0.0}
+    probed = CostModel(forward_s=0.01, step_s=0.2, small_step_s=0.15, small_ratio=0.6)  # two probes: a line
+    assert probed.distil(10, 1.0) == pytest.approx(2.0) and probed.distil(10, 0.6) == pytest.approx(1.5)
+    assert probed.distil(10, 0.8) == pytest.approx(1.75) and probed.distil(10, 0.0) == pytest.approx(0.75)
+    assert probed.distil(10, 0.6) > costs.distil(10, 0.6)  # more than the FLOP share alone promises
+
+
+def test_a_failing_candidate_continues_while_it_improves_fast_enough():
+    worth = compress_plan.worth_another_slice
+    assert worth([0.70], 0.80, 1) and not worth([0.70], 0.80, 0)  # one judgement: no pace yet; no slice left
+    assert worth([0.70, 0.74], 0.80, 2) and not worth([0.70, 0.74], 0.80, 1)  # +0.04 a slice: two more needed
+    assert not worth([0.74, 0.72], 0.80, 5)  # worse after a slice
+    assert worth([0.70, 0.76, 0.75], 0.80, 5)  # a dip within the patience, still on pace
+    assert not worth([0.70, 0.76, 0.75, 0.755], 0.80, 5)  # no new best in the last two slices
+    assert not worth([0.10, 0.12, 0.14], 0.80, 6)  # improving, but hopelessly slowly
 
 
 def test_stopwatch_skips_the_first_unit(monkeypatch):
