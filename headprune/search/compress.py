@@ -169,7 +169,8 @@ class _Run:
             high = top if st["upper"] is None else st["upper"] - 1
             if high <= level:
                 return "target" if high == top else "budget"
-            fraction = self.s.distil_step_fraction if phase == "distil" and st["upper"] is None else self.s.step_fraction
+            first_jump = phase == "distil" and st["upper"] is None
+            fraction = self.s.distil_step_fraction if first_jump else self.s.step_fraction
             level = level + max(1, math.ceil(fraction * (high - level)))
             candidate = self.ladder.mask(level, self.scores(), keep)
             if not bool((keep & ~candidate).any()):  # the guardrails allow no more
@@ -195,8 +196,9 @@ class _Run:
 
         A distillation candidate that misses the budget is distilled for another slice and judged again while
         it still improves and could reach the budget at its pace (`worth_another_slice`), up to `max_slices`
-        slices and as the ledger allows: a candidate that has not recovered yet is not a size that cannot recover (on
-        `minilm-tweets`, 65 of 72 heads removed: 1.95 points under dense after 100 steps, 0.25 over after 300)."""
+        slices and as the ledger allows: a candidate that has not recovered yet is not a size that cannot
+        recover (on `minilm-tweets`, 65 of 72 heads removed: 1.95 points under dense after 100 steps, 0.25 over
+        after 300)."""
         started, st, threshold = time.perf_counter(), self.st, self.st["plan"]["threshold"]
         steps = st["plan"]["slice_steps"] if phase == "distil" else 0
         progress = self.part(costs[0], f"{phase}: trying {int((~keep).sum())} heads removed")
@@ -216,10 +218,8 @@ class _Run:
                 break
             spent += self.slice_cost(keep)
             progress = self.part(self.slice_cost(keep), f"{phase}: {int((~keep).sum())} heads removed, "
-                                                        f"val {vals[-1]:.4f} after {len(vals)} slice"
-                                                        f"{'s' if len(vals) > 1 else ''}; one more")
-        value = vals[-1]
-        accepted = value >= threshold
+                                                        f"val {vals[-1]:.4f} after slice {len(vals)}; one more")
+        value, accepted = vals[-1], vals[-1] >= threshold
         st["spent"] += spent
         self.record(phase, keep, value, accepted, steps * len(vals), started, vals if steps else [])
         if accepted:
