@@ -43,8 +43,8 @@ class CompressSettings:
     distillation phase until its first roll-back (1.0: straight to the top; afterwards `step_fraction`).
     distill: the distillation phase (False: least squares only). distill_steps / polish_steps: per slice / for
     the final polish (None: from the time budget). max_slices: a distillation candidate that misses the budget
-    gets another slice while it still improves, up to this many slices in all. retraining_free_share: the
-    least-squares phase's share of the time at most (when distilling).
+    gets another slice while it improves fast enough (`worth_another_slice`), up to this many slices in all.
+    retraining_free_share: the least-squares phase's share of the time at most (when distilling).
     lr, temperature, alpha: distillation (see `FinetuneSettings`). lsq_method / lsq_target: see `lsq_recover`."""
 
     max_drop: float = 1.0
