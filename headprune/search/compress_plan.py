@@ -161,8 +161,9 @@ class CostModel(Record):
     def distil(self, steps: int, ratio: float) -> float:
         if self.small_step_s is None or self.small_ratio >= 1:
             return steps * self.step_s * (1 + 3 * ratio) / 4
-        slope = (self.step_s - self.small_step_s) / (1 - self.small_ratio)
-        return steps * max(0.0, self.small_step_s + slope * (ratio - self.small_ratio))
+        small = min(self.small_step_s, self.step_s)  # probe noise never makes a smaller model dearer
+        slope = (self.step_s - small) / (1 - self.small_ratio)
+        return steps * max(0.0, small + slope * (ratio - self.small_ratio))
 
 
 def worth_another_slice(vals: list[float], threshold: float, slices_left: int) -> bool:

@@ -69,6 +69,8 @@ def test_cost_model_arithmetic():
     assert probed.distil(10, 1.0) == pytest.approx(2.0) and probed.distil(10, 0.6) == pytest.approx(1.5)
     assert probed.distil(10, 0.8) == pytest.approx(1.75) and probed.distil(10, 0.0) == pytest.approx(0.75)
     assert probed.distil(10, 0.6) > costs.distil(10, 0.6)  # more than the FLOP share alone promises
+    noisy = CostModel(forward_s=0.01, step_s=0.2, small_step_s=0.3, small_ratio=0.5)  # the small probe came out slower
+    assert noisy.distil(10, 0.5) == pytest.approx(2.0) and noisy.distil(10, 0.9) == pytest.approx(2.0)
 
 
 def test_a_failing_candidate_continues_while_it_improves_fast_enough():
