@@ -186,10 +186,9 @@ class _Run:
         c, n, ratio = self.costs, self.counts, self.ratio(candidate)
         base = 1.0 if phase == "least-squares" else self.ratio(keep)
         build = c.refit(n["calib"], base) + c.copies(2, base)  # least squares on the base; bake and prune copy it
-        if phase == "distil":
-            build += c.distil(self.st["plan"]["slice_steps"], ratio) + c.copies(1, ratio)
+        judged = self.slice_cost(candidate) if phase == "distil" else c.evaluate(n["judge"], ratio)
         rescore = c.score(n["calib"], ratio, self.s.metric) if self.order is None else 0.0
-        return build + c.evaluate(n["judge"], ratio), rescore
+        return build + judged, rescore
 
     def attempt(self, phase: str, level: int, keep: torch.Tensor, costs: tuple[float, float]) -> bool:
         """Build, judge and keep or roll back one candidate; False when stopped before its judgement.
@@ -206,7 +205,7 @@ class _Run:
         report(progress, 0.0, "least squares")
         model = self.refit(base, keep)
         vals: list[float] = []
-        spent = costs[0]
+        spent, extra = costs[0], self.slice_cost(keep) if steps else 0.0
         while True:
             if steps:
                 model = self.distil(model, steps, progress, slice_=len(vals))
@@ -214,11 +213,11 @@ class _Run:
                     return False
             report(progress, 0.95, "judging on validation")
             vals.append(float(evaluate(model, self.data.judge)[METRIC_KEY]))
-            if not steps or vals[-1] >= threshold or not self.another_slice(vals, keep, spent):
+            if not steps or vals[-1] >= threshold or not self.another_slice(vals, spent, extra):
                 break
-            spent += self.slice_cost(keep)
-            progress = self.part(self.slice_cost(keep), f"{phase}: {int((~keep).sum())} heads removed, "
-                                                        f"val {vals[-1]:.4f} after slice {len(vals)}; one more")
+            spent += extra
+            progress = self.part(extra, f"{phase}: {int((~keep).sum())} heads removed, "
+                                        f"val {vals[-1]:.4f} after slice {len(vals)}; one more")
         value, accepted = vals[-1], vals[-1] >= threshold
         st["spent"] += spent
         self.record(phase, keep, value, accepted, steps * len(vals), started, vals if steps else [])
@@ -242,11 +241,11 @@ class _Run:
         return (self.costs.distil(self.st["plan"]["slice_steps"], ratio) + self.costs.copies(1, ratio)
                 + self.costs.evaluate(self.counts["judge"], ratio))
 
-    def another_slice(self, vals: list[float], keep: torch.Tensor, spent: float) -> bool:
+    def another_slice(self, vals: list[float], spent: float, slice_cost: float) -> bool:
         """Whether a candidate that missed the budget after `len(vals)` slices (its validation values `vals`,
-        `spent` estimated seconds so far) gets one more (`worth_another_slice`, with the slices that
-        `max_slices` and the ledger leave)."""
-        affordable = int((self.st["plan"]["budget_s"] - self.st["spent"] - spent) // self.slice_cost(keep))
+        `spent` estimated seconds so far, `slice_cost` per further slice) gets one more (`worth_another_slice`,
+        with the slices that `max_slices` and the ledger leave)."""
+        affordable = int((self.st["plan"]["budget_s"] - self.st["spent"] - spent) // slice_cost)
         left = min(self.s.max_slices - len(vals), affordable)
         return worth_another_slice(vals, self.st["plan"]["threshold"], left) and not self.stopping()
 
