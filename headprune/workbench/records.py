@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.records import Record
+from ..core.records import Record, jsonable
 from ..evaluation.examples import ExampleOutputs
 from ..evaluation.metrics import Evaluation
 from ..recovery.lsq import Recovery
@@ -23,6 +23,14 @@ class RecoveredMask(Record):
     @property
     def keep(self) -> torch.Tensor:
         return self.recovery.keep
+
+    def to_dict(self) -> dict:
+        """JSON values; the recovery as its mask, method, target and per-head gates (the refitted weights
+        are left out: they belong in a saved model, not a record)."""
+        out = {key: jsonable(self[key]) for key in self if key != "recovery"}
+        rec = self.recovery
+        return {"recovery": {"keep": jsonable(rec.keep), "method": rec.method, "target": rec.target,
+                             "gates": jsonable(rec.gates)}, **out}
 
 
 def mask_key(keep) -> tuple:

@@ -1,6 +1,8 @@
 """workbench.records: masks as hashable memo keys, and a recovered mask's record on a real tiny classifier."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -36,5 +38,8 @@ def test_a_recovered_mask_reads_its_keep_from_the_recovery(classifier_bench):
     assert list(recovered) == ["recovery", "result", "calibrated_on", "examples"]
     assert recovered["calibrated_on"] == "the same examples" and recovered["result"]["n"] == len(workload.df)
     assert RecoveredMask(recovery, None, "x")["examples"] is None
+    record = json.loads(json.dumps(recovered.to_dict()))  # plain JSON all the way down
+    assert record["recovery"]["keep"] == keep.tolist() and record["recovery"]["method"] == "mask"
+    assert record["result"]["n"] == len(workload.df) and record["calibrated_on"] == "the same examples"
     with pytest.raises(AttributeError):
         recovered.calibrated_on = "elsewhere"  # frozen
