@@ -63,6 +63,7 @@ TESTED_ELSEWHERE = {
     "model/families/gpt2.py": "model/test_families.py",
     "model/families/llama.py": "model/test_families.py",
     "model/families/vit.py": "model/test_families.py",
+    "recovery/lsq_fit.py": "recovery/test_lsq.py (the normal equations through lsq_recover, every family)",
     "core/outputs.py": "core/test_files.py (markers, refusals, atomic replace and its recovery after a kill)",
     "figures/_style.py": "figures/test_heads.py (colours and fonts of every figure)",
     "workbench/ops_scores.py": "workbench/test_bench.py (the Workbench is one class made of the ops_* parts)",

@@ -49,6 +49,9 @@ class Adapter:
     gqa: query heads share key/value heads (`num_key_value_heads` in the config).
     explicit_head_dim: the config carries `head_dim`, so a uniformly pruned model can say its head size.
     post_norm: blocks normalise after each residual sum (BERT-style); otherwise before each sub-block.
+    ffn_in, ffn_out: post-norm families only, from a block to the feed-forward sub-block's first projection
+        (its input is the residual the feed-forward output is added to) and its output projection ("": not
+        named; least-squares recovery then cannot refit the feed-forward output).
     causal: every token attends only to earlier ones, whatever the task head (decoders).
     pooling: where a sequence classifier reads the sequence: the first token ([CLS]) or the last real one.
     positions: the config attribute holding the number of learned absolute positions ("" for rotary
@@ -74,6 +77,8 @@ class Adapter:
     gqa: bool = False
     explicit_head_dim: bool = False
     post_norm: bool = False
+    ffn_in: str = ""
+    ffn_out: str = ""
     causal: bool = False
     pooling: Literal["first", "last"] = "first"
     positions: str = "max_position_embeddings"

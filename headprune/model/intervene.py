@@ -8,6 +8,7 @@ else, so one cached model serves many browser sessions at once:
 * `replaced_projections`: the output projections compute with other weights and biases (least-squares
   recovery, without copying the model);
 * `capture_out_inputs`: record each output projection's input before the gates (the heads' context vectors);
+  `capture_ffn_inputs` the feed-forward sub-block's inputs (where the adapter names it);
 * `layer_plan`: skip layers, feed a cached input to one, record the blocks' inputs (the prefix cache);
 * `replay_attention`: a layer's attention module returns a captured context instead of recomputing it;
 * `attention_view`: a private twin of the model (sharing every weight, eager attention, eval mode) whose
@@ -16,7 +17,7 @@ else, so one cached model serves many browser sessions at once:
 
 Mechanism: the instructions live in one `contextvars.ContextVar` keyed by module. While at least one context
 of any thread is active on a model, one set of dispatchers is attached to it (a forward pre-hook and a forward
-hook on each output projection, a `forward` wrapper on each block and attention module); they do nothing for
+hook on each output projection and named feed-forward projection, a `forward` wrapper on each block and attention module); they do nothing for
 modules the current context has no instruction for. Attaching and detaching are reference counted under one
 lock, so concurrent first use attaches exactly once, and the last context to leave removes every handle and
 attribute: a model outside any context carries nothing of headprune. Nothing here ever switches a model-wide
@@ -45,6 +46,7 @@ from .layout import (
     attention_modules,
     blocks,
     head_grid,
+    ffn_projections,
     out_projections,
     present_heads,
     to_keep_tensor,
@@ -78,7 +80,8 @@ _ATTACHED: "weakref.WeakKeyDictionary[nn.Module, list]" = weakref.WeakKeyDiction
 
 # ------------------------------------------------------------------------------------------ dispatchers
 def _proj_pre_hook(module: nn.Module, args: tuple):
-    """Output projection input (B, T, H_present*dh): record it (capture), then scale head slices (gate)."""
+    """Projection input (B, T, in): record it (capture), then, for an output projection (in = H_present*dh),
+    scale head slices (gate)."""
     instr = _STATE.get().get(module)
     if instr is None or not args:
         return None
@@ -145,7 +148,7 @@ _HOOKS = (_proj_pre_hook, _proj_hook)
 def _attach(model: nn.Module) -> list:
     """Attach the dispatchers to `model`; returns what undoes it."""
     undo = []
-    for proj in out_projections(model):
+    for proj in [*out_projections(model), *(p for pair in ffn_projections(model) for p in pair)]:
         undo.append(proj.register_forward_pre_hook(_proj_pre_hook, prepend=True))
         undo.append(proj.register_forward_hook(_proj_hook))
     for module, wrapper in itertools.chain(((b, _block_forward) for b in blocks(model)),
@@ -235,11 +238,17 @@ def masked(model: nn.Module, keep) -> Iterator[None]:
 
 # ------------------------------------------------------------------------------------------ weights
 @contextlib.contextmanager
-def replaced_projections(model: nn.Module, weights: Mapping[int, tuple]) -> Iterator[None]:
+def replaced_projections(model: nn.Module, weights: Mapping[int, tuple],
+                         ffn_weights: Mapping[int, tuple] | None = None) -> Iterator[None]:
     """Within the block, layer l's output projection computes with `weights[l] = (weight, bias)` (weight in
-    the projection's own layout) instead of its own; this thread only."""
+    the projection's own layout) instead of its own, and its feed-forward output projection with
+    `ffn_weights[l]`; this thread only."""
     projections = out_projections(model)
-    with _intervening(model, {projections[layer]: {"weights": pair} for layer, pair in weights.items()}):
+    updates = {projections[layer]: {"weights": pair} for layer, pair in weights.items()}
+    if ffn_weights:
+        ffn = ffn_projections(model)
+        updates.update({ffn[layer][1]: {"weights": pair} for layer, pair in ffn_weights.items()})
+    with _intervening(model, updates):
         yield
 
 
@@ -252,6 +261,23 @@ def capture_out_inputs(model: nn.Module) -> Iterator[list[list[torch.Tensor]]]:
     projections = out_projections(model)
     captured: list[list[torch.Tensor]] = [[] for _ in projections]
     with _intervening(model, {proj: {"capture": captured[layer]} for layer, proj in enumerate(projections)}):
+        yield captured
+
+
+@contextlib.contextmanager
+def capture_ffn_inputs(model: nn.Module) -> Iterator[list[tuple[list[torch.Tensor], list[torch.Tensor]]]]:
+    """Within the block, each pass through layer l's feed-forward sub-block appends its input (B, T, d), the
+    residual its output is added to, to `captured[l][0]` and its output projection's input (B, T, d_ff) to
+    `captured[l][1]`; this thread only. The model's family must name the sub-block (`Adapter.ffn_in`)."""
+    pairs = ffn_projections(model)
+    if not pairs:
+        raise UserError(f"headprune does not know where {type(model).__name__}'s feed-forward sub-block is")
+    captured: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = [([], []) for _ in pairs]
+    updates = {}
+    for layer, (first, out) in enumerate(pairs):
+        updates[first] = {"capture": captured[layer][0]}
+        updates[out] = {"capture": captured[layer][1]}
+    with _intervening(model, updates):
         yield captured
 
 

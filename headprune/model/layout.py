@@ -124,6 +124,15 @@ def out_projections(model) -> list[nn.Module]:
     return [get_path(block, adapter.o) for block in blocks(model)]
 
 
+def ffn_projections(model) -> list[tuple[nn.Module, nn.Module]]:
+    """Per layer, the feed-forward sub-block's (first projection, output projection); [] when the family's
+    adapter does not name them (see `Adapter.ffn_in`)."""
+    adapter = adapter_for(model)
+    if not (adapter.ffn_in and adapter.ffn_out):
+        return []
+    return [(get_path(block, adapter.ffn_in), get_path(block, adapter.ffn_out)) for block in blocks(model)]
+
+
 def attention_modules(model) -> list[nn.Module]:
     """Per layer, the module that computes attention (its output is recorded as `attentions`)."""
     adapter = adapter_for(model)

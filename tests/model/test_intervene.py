@@ -104,3 +104,29 @@ def test_layer_plan_is_scoped_and_validated():
     with pytest.raises(ValueError, match="layers to run must satisfy"):
         with layer_plan(model, 7):
             pass
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_feed_forward_inputs_are_captured_and_replaced_weights_apply(family):
+    """Post-norm families name the feed-forward sub-block: its input is the residual its output joins (the
+    block's output is LayerNorm(h + W·a + b)), and a replaced output projection changes only this thread."""
+    from headprune.model.intervene import attached, capture_ffn_inputs, replaced_projections
+
+    model = tiny_model(family)
+    batch = tiny_batch(model, seed=0, batch_size=4)
+    with torch.no_grad(), capture_ffn_inputs(model) as captured:
+        hidden = model.base_model(**{k: v for k, v in batch.items() if k != "labels"}).last_hidden_state
+    assert [len(h) for h, a in captured] == [1] * layout.num_layers(model)
+    (h,), (a,) = captured[-1]
+    first, out = layout.ffn_projections(model)[-1]
+    norm = layout.blocks(model)[-1].output.LayerNorm if family == "bert" else layout.blocks(model)[-1].output_layer_norm
+    torch.testing.assert_close(norm(h + out(a)), hidden)
+    assert a.shape[-1] == out.weight.shape[1] and h.shape[-1] == first.weight.shape[1]
+    dense = forward_logits(model, batch)
+    zero = (torch.zeros_like(out.weight), torch.zeros_like(out.bias))
+    with torch.no_grad(), replaced_projections(model, {}, {layout.num_layers(model) - 1: zero}):
+        changed = forward_logits(model, batch)
+    assert not torch.allclose(changed, dense) and not attached(model)
+    torch.testing.assert_close(forward_logits(model, batch), dense)
+    with pytest.raises(ValueError, match="feed-forward"), capture_ffn_inputs(tiny_model("gpt2")):
+        pass

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from headprune.evaluation.loop import evaluate
-from headprune.model import layout
+from headprune.model import intervene, layout
 from headprune.model.forward import forward_logits
 from headprune.model.surgery import prune
 from headprune.model.tiny import tiny_batch, tiny_model
@@ -143,3 +143,46 @@ def test_unchanged_mask_changes_nothing_and_bad_input_is_rejected():
     other = tiny_model("bert", num_hidden_layers=2)
     with pytest.raises(ValueError, match="recovery is for"):
         lsq_recover(model, ~torch.eye(*full.shape, dtype=torch.bool), batches).bake(other)
+
+
+def _backbone_error(model, batches, recovery) -> float:
+    """Squared error of the last block's output under `recovery` vs the dense model, summed over real tokens."""
+    total = 0.0
+    with torch.no_grad():
+        for batch in batches:
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            dense = model.base_model(**inputs).last_hidden_state
+            with recovery.applied(model):
+                mine = model.base_model(**inputs).last_hidden_state
+            total += float(((mine - dense) ** 2)[batch["attention_mask"].bool()].sum())
+    return total
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_refitting_the_feed_forward_outputs_too_fits_better_and_bakes_exactly(family):
+    model, batches, keep = _setup(family)
+    keep[0] = True  # layer 0 unchanged: its feed-forward stays as it is
+    attention_only = lsq_recover(model, keep, batches)
+    both = lsq_recover(model, keep, batches, feed_forward=True)
+    assert not attention_only.feed_forward and both.feed_forward
+    assert both.ffn_weights[0] is None and all(w is not None for w in both.ffn_weights[1:])
+    ffn_out = [out for _, out in layout.ffn_projections(model)]
+    assert all(w.shape == proj.weight.shape for w, proj in zip(both.ffn_weights[1:], ffn_out[1:]))
+    assert not torch.equal(both.ffn_weights[1], ffn_out[1].weight)
+    assert _backbone_error(model, batches, both) < _backbone_error(model, batches, attention_only)
+    with torch.no_grad(), both.applied(model):
+        live = forward_logits(model, batches[0])
+    assert not intervene.attached(model)
+    smaller = prune(both.bake(model), keep)
+    torch.testing.assert_close(forward_logits(smaller, batches[0]), live, rtol=1e-4, atol=1e-5)
+    assert torch.equal(layout.ffn_projections(model)[1][1].weight, ffn_out[1].weight)  # the model is unchanged
+
+
+@pytest.mark.parametrize("family, target", [("gpt2", "auto"), ("llama", "dense"), ("bert", "local")])
+def test_feed_forward_refit_is_refused_where_it_does_not_apply(family, target):
+    """Pre-norm blocks never normalise the residual sum the feed-forward output joins, and the "local" target
+    asks nothing of it: refused by name, before any work."""
+    model, batches, keep = _setup(family)
+    with pytest.raises(ValueError, match="feed-forward") as caught:
+        lsq_recover(model, keep, [], target=target, feed_forward=True)
+    assert caught.value.option == "feed_forward"

@@ -25,6 +25,8 @@ _COMMON = dict(
     o="attention.output.dense",
     o_inside_attention=False,
     post_norm=True,
+    ffn_in="intermediate.dense",
+    ffn_out="output.dense",
     update_counts=_counts,
 )
 

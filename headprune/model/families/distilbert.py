@@ -21,6 +21,8 @@ ADAPTER = Adapter(
     o="attention.out_lin",
     o_inside_attention=True,
     post_norm=True,
+    ffn_in="ffn.lin1",
+    ffn_out="ffn.lin2",
     update_counts=_counts,
     classifier_heads=("pre_classifier", "classifier"),
     tiny=dict(dim=32, n_layers=3, n_heads=4, hidden_dim=37),
