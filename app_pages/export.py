@@ -99,6 +99,7 @@ if st.button("Write the pruned model", type="primary"):
             meta = json.loads(text)["meta"]
             if recovered:
                 meta = {**meta, "recovery": {"method": recovered.recovery.method, "target": recovered.recovery.target,
+                                              "feed_forward": recovered.recovery.feed_forward,
                                               "calibrated_on": recovered.calibrated_on}}
             ss["exported"] = (code, bench.export(keep, target, meta=meta, overwrite=replace,
                                                  recovery=recovered.recovery if recovered else None))

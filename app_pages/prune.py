@@ -6,12 +6,12 @@ import streamlit as st
 import torch
 
 from app_pages import _deploy as deploy
-from app_pages import _examples
-from app_pages import _grid
+from app_pages import _examples, _grid
 from app_pages import _ui as ui
 from headprune.evaluation.cost import flops_per_token, params_after
 from headprune.model import layout
 from headprune.model.units import kv_cache_bytes_per_token
+from headprune.recovery.lsq import feed_forward_refit_applies
 
 RECOVERY_LABELS = {"weights": "refit the kept heads' output projection", "scales": "rescale each kept head"}
 JUDGE_EXAMPLES = 1024  # held-out examples a budget search is judged on (apart from the live set and calibration)
@@ -253,16 +253,20 @@ with lsq:
                "can write the recovered model.")
     method = st.radio("method", list(RECOVERY_LABELS), format_func=RECOVERY_LABELS.get, key="recover_method",
                       horizontal=True)
+    ffn = method == "weights" and feed_forward_refit_applies(bench.model) and st.checkbox(
+        "also refit the feed-forward outputs", key="recover_ffn",
+        help="Each layer's feed-forward output projection is refitted too, so the sum the layer normalises matches "
+             "the dense model's (post-norm encoders). More to fit: slower, and it wants more calibration data.")
     if st.button("Recover"):
         try:
             with st.spinner("solving per-layer least squares and re-evaluating…"):
-                bench.recover(ui.keep(), method)
+                bench.recover(ui.keep(), method, feed_forward=ffn)
         except Exception as exc:
             ui.error("Could not recover", exc)
     rec = bench.recovered_for(ui.keep())
     if rec and rec.result is not None:
         k, label = ui.quality_key(rec.result)
-        st.metric(f"{label} after recovery ({rec.recovery.method})",
+        st.metric(f"{label} after recovery ({rec.recovery.method}{' + feed-forward' if rec.recovery.feed_forward else ''})",
                   f"{rec.result[k]:.1%}" if k != "loss" else f"{rec.result[k]:.3f}",
                   delta=ui.delta(100 * (rec.result[k] - bench.exact(ui.keep())[k]), " pts vs masked"))
         st.caption(f"Calibrated on {rec.calibrated_on}; measured on the live set.")

@@ -83,10 +83,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--target-heads", type=float, default=None, help="stop at this fraction of heads removed")
     parser.add_argument("--unit", default="head", choices=["head", "kv-group", "uniform"])
     parser.add_argument("--judge", type=int, default=2000, help="validation tweets the budget is judged on (0: all)")
-    parser.add_argument("--calib", type=int, default=512, help="training tweets for least squares and the scores")
+    parser.add_argument("--calib", type=int, default=1024, help="training tweets for least squares and the scores")
+    parser.add_argument("--metric", default="auto", help="head order, re-scored after every step "
+                        "(auto, gradient, fisher, magnitude, reconstruction)")
+    parser.add_argument("--refit-ffn", action=argparse.BooleanOptionalAction, default=None,
+                        help="least squares also refits the feed-forward outputs (default: where the model allows)")
     parser.add_argument("--distill-steps", type=int, default=None,
                         help="steps per distillation slice (default: planned from the time budget)")
-    parser.add_argument("--retraining-free-share", type=float, default=0.3,
+    parser.add_argument("--retraining-free-share", type=float, default=0.5,
                         help="share of the time the least-squares phase may take at most")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
@@ -107,7 +111,8 @@ def main(argv=None) -> dict:
         bench = Workbench(workload)
         settings = CompressSettings(max_drop=args.max_drop, time_budget=args.time_budget,
                                     target_heads=args.target_heads, unit=args.unit, distill_steps=args.distill_steps,
-                                    retraining_free_share=args.retraining_free_share, seed=args.seed)
+                                    retraining_free_share=args.retraining_free_share, seed=args.seed,
+                                    metric=args.metric, lsq_feed_forward=args.refit_ffn)
         model, result = bench.compress(settings, judge_examples=args.judge or None, calib_examples=args.calib,
                                        test_batches=bench.workload.batches, started=started,
                                        progress=lambda f, msg: print(f"  [{time.perf_counter() - started:5.0f} s] "

@@ -45,14 +45,16 @@ def build(parser: argparse.ArgumentParser) -> None:
                            "shapes, whole groups with GQA) (default: head)")
     goal.add_argument("--min-heads-per-layer", type=whole, default=1, help="heads every layer keeps (default: 1)")
     how = parser.add_argument_group("how")
-    how.add_argument("--metric", default="gradient", choices=RESCORE_METRICS,
-                     help="score that ranks heads, re-computed after every step (default: gradient)")
+    how.add_argument("--metric", default="auto", choices=RESCORE_METRICS,
+                     help="score that ranks heads, re-computed after every step (default: auto = reconstruction, "
+                          "what least squares makes up for best, in the least-squares phase; gradient once "
+                          "distillation retrains)")
     how.add_argument("--order", default=None, metavar="SCORES.json",
                      help="a fixed ranking instead (`headprune score --out`, e.g. an ablation order)")
     how.add_argument("--judge-examples", type=whole, default=2000, metavar="N",
                      help="validation examples the budget is judged on (0: all; default: 2000)")
-    how.add_argument("--calib-examples", type=positive_int, default=512, metavar="N",
-                     help="training examples for least squares and the scores (default: 512)")
+    how.add_argument("--calib-examples", type=positive_int, default=1024, metavar="N",
+                     help="training examples for least squares and the scores (default: 1024)")
     how.add_argument("--train-examples", type=positive_int, default=None, metavar="N",
                      help="training examples for distillation (default: the whole training split)")
     how.add_argument("--distill", action=argparse.BooleanOptionalAction, default=True,
@@ -67,8 +69,11 @@ def build(parser: argparse.ArgumentParser) -> None:
                           "target; after a roll-back the steps halve the gap) (default: 1.0)")
     how.add_argument("--polish-steps", type=whole, default=None, metavar="N",
                      help="distillation steps of the final polish (default: what the time left affords)")
-    how.add_argument("--retraining-free-share", type=finite, default=0.3, metavar="FRACTION",
-                     help="share of the time the least-squares phase may take at most (default: 0.3)")
+    how.add_argument("--retraining-free-share", type=finite, default=0.5, metavar="FRACTION",
+                     help="share of the time the least-squares phase may take at most (default: 0.5)")
+    how.add_argument("--refit-ffn", action=argparse.BooleanOptionalAction, default=None,
+                     help="least squares also refits the feed-forward outputs (post-norm encoders; default: where "
+                          "the model allows)")
     how.add_argument("--lr", type=finite, default=1e-4, help="distillation learning rate (default: 1e-4)")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the compressed model (load_pruned)")
     parser.add_argument("--state-dir", default=None, metavar="DIR",
@@ -91,7 +96,8 @@ def _settings(args: argparse.Namespace) -> CompressSettings:
                                 unit=args.unit, min_heads_per_layer=args.min_heads_per_layer, metric=args.metric,
                                 distill=args.distill, distill_steps=args.distill_steps, polish_steps=args.polish_steps,
                                 max_slices=args.max_slices, distil_step_fraction=args.distil_step_fraction,
-                                retraining_free_share=args.retraining_free_share, lr=args.lr, seed=args.seed)
+                                retraining_free_share=args.retraining_free_share, lr=args.lr, seed=args.seed,
+                                lsq_feed_forward=args.refit_ffn)
     settings.check()
     return settings
 

@@ -6,6 +6,7 @@ import argparse
 
 from ..core.errors import UserError
 from ..model.schema import mask_to_dict, write_mask
+from ..recovery.lsq import check_feed_forward
 from ..scoring.registry import check_metric
 from ..search.masks import check_min_heads
 from .common import (
@@ -46,6 +47,9 @@ def build(parser: argparse.ArgumentParser) -> None:
                      help="--recover: fit each layer to the dense model's output (dense, corrects upstream error) or "
                           "to the dense attention on the pruned input (local); auto: dense for BERT-style post-norm "
                           "blocks, local for pre-norm decoders")
+    how.add_argument("--recover-ffn", action="store_true",
+                     help="--recover: refit the feed-forward outputs too (BERT-style post-norm encoders, dense target; "
+                          "wants a thousand or more calibration examples)")
     how.add_argument("--calib-split", default=None, metavar="SPLIT",
                      help="--recover: calibrate on this split of --data (default: train when the data has splits; "
                           "calibrating on the data a budget is judged on makes the judgement optimistic)")
@@ -80,6 +84,7 @@ def _check(args: argparse.Namespace) -> None:
         (args.until is not None and not 0 < args.until <= 1, f"--until is a fraction of all heads in (0, 1]; got {args.until}"),
         (args.greedy and args.budget is None, "--greedy refines a --budget search; add --budget POINTS"),
         (args.calib_split is not None and args.recover is None, "--calib-split is the data --recover calibrates on; add --recover"),
+        (args.recover_ffn and args.recover != "weights", "--recover-ffn extends --recover weights; add --recover"),
     ]
     for broken, message in rules:
         if broken:
@@ -97,7 +102,7 @@ def _choose(args: argparse.Namespace, bench, calib) -> tuple:
     with progress_bar(args, f"choosing heads ({args.metric}{', iterative' if args.iterative else ''})") as bar:
         if args.budget is not None:
             result = bench.budget(args.metric, args.budget / 100, recover=args.recover, recover_target=args.recover_target,
-                                  calib_batches=calib, iterative=args.iterative, until=args.until or 1.0,
+                                  recover_feed_forward=args.recover_ffn, calib_batches=calib, iterative=args.iterative, until=args.until or 1.0,
                                   greedy=args.greedy, min_heads_per_layer=args.min_heads_per_layer,
                                   unit_mode=args.unit_mode, progress=bar)
             return result.keep, result
@@ -110,18 +115,21 @@ def _choose(args: argparse.Namespace, bench, calib) -> tuple:
 def run(args: argparse.Namespace) -> dict:
     _check(args)
     bench = open_bench(args)
+    if args.recover_ffn:
+        check_feed_forward(bench.model, args.recover_target, option="recover_ffn")
     calib, calib_split = calibration_batches(args, bench)
     keep, search = _choose(args, bench, calib)
     recovery = search.recovery if search is not None else None
     if args.recover and recovery is None and not bool(keep.all()):
         with progress_bar(args, f"least-squares recovery ({args.recover})") as bar:
             recovery = bench.recover(keep, args.recover, target=args.recover_target, calib=(calib, str(calib_split)),
-                                     evaluate=False, progress=bar).recovery
+                                     evaluate=False, feed_forward=args.recover_ffn, progress=bar).recovery
     loaded = bench.workload.loaded
     how = {"mask": args.mask, "metric": None if args.mask else args.metric, "fraction": args.fraction,
            "heads": args.heads, "budget_points": args.budget, "iterative_step": args.iterative,
            "recovered": None if recovery is None else recovery.method,
            "recover_target": None if recovery is None else recovery.target,
+           "recover_feed_forward": None if recovery is None else recovery.feed_forward,
            "calib_split": None if recovery is None else calib_split, "data": args.data, "split": bench.workload.split}
     meta = {"source_model": loaded.model_id, "pruned_by": "headprune prune", **how}
     with progress_bar(args, "pruning, saving and checking") as bar:
@@ -145,7 +153,8 @@ def render(result: dict) -> str:
         lines.append("search      " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                               for k, v in result["search"].items()))
     if result["recovered"]:
-        lines.append(f"recovered   least squares ({result['recovered']}, {result['recover_target']} target), "
+        also = ", feed-forward outputs too" if result["recover_feed_forward"] else ""
+        lines.append(f"recovered   least squares ({result['recovered']}, {result['recover_target']} target{also}), "
                      f"calibrated on {result['calib_split'] or 'the judging data'}")
     lines.append(f"saved to    {result['out']} (reloaded: max |Δ logit| {result['reload_max_abs_diff']:.1e}; "
                  f"headprune.load_pruned, or --model {result['out']})")

@@ -45,8 +45,8 @@ from .adapters import adapter_for, in_out_weight
 from .layout import (
     attention_modules,
     blocks,
-    head_grid,
     ffn_projections,
+    head_grid,
     out_projections,
     present_heads,
     to_keep_tensor,
@@ -68,6 +68,7 @@ class _Instr:
 
     gate: torch.Tensor | None = None  # output projection: (H_present,) or per example (B, H_present)
     capture: list | None = None  # output projection: its inputs before the gates are appended here
+    stop: bool = False  # output projection: end the forward pass (`ForwardStopped`) once its input is captured
     weights: tuple | None = None  # output projection: (weight in its own layout, bias) to compute with
     step: _Step | None = None  # block
     replay: tuple | None = None  # attention module: (captured output-projection input, projection or None)
@@ -88,6 +89,8 @@ def _proj_pre_hook(module: nn.Module, args: tuple):
     x = args[0]
     if instr.capture is not None:
         instr.capture.append(x.detach())
+    if instr.stop:
+        raise ForwardStopped
     gate = instr.gate
     if gate is None or gate.shape[-1] == 0:
         return None
@@ -253,14 +256,19 @@ def replaced_projections(model: nn.Module, weights: Mapping[int, tuple],
 
 
 # ------------------------------------------------------------------------------------------ capture
+class ForwardStopped(Exception):
+    """Raised inside a forward pass by `capture_out_inputs(..., stop_after=l)`: what was wanted is captured."""
+
+
 @contextlib.contextmanager
-def capture_out_inputs(model: nn.Module) -> Iterator[list[list[torch.Tensor]]]:
+def capture_out_inputs(model: nn.Module, stop_after: int | None = None) -> Iterator[list[list[torch.Tensor]]]:
     """Within the block, each call of layer l's output projection appends its input (B, T, H_present*dh),
-    *before* the head gates (the per-head context vectors), to `captured[l]` (the yielded list); calls from
-    other threads are not recorded."""
+    *before* the head gates (the per-head context vectors), to `captured[l]` (the yielded list), this thread
+    only. With `stop_after`, the pass ends after that layer's capture: `ForwardStopped` (catch it)."""
     projections = out_projections(model)
     captured: list[list[torch.Tensor]] = [[] for _ in projections]
-    with _intervening(model, {proj: {"capture": captured[layer]} for layer, proj in enumerate(projections)}):
+    with _intervening(model, {proj: {"capture": captured[layer], "stop": layer == stop_after}
+                              for layer, proj in enumerate(projections)}):
         yield captured
 
 

@@ -15,7 +15,7 @@ from ..evaluation.live import LiveEvaluator
 from ..evaluation.loop import evaluate
 from ..model.layout import head_grid
 from ..model.units import to_units
-from ..recovery.lsq import Recovery, lsq_recover
+from ..recovery.lsq import Recovery, check_feed_forward, lsq_recover
 from .masks import least_important, removable_heads, removal_order
 
 
@@ -40,9 +40,11 @@ class BudgetResult(Record):
 class _Judge:
     """Judges candidate masks on the validation batches (live evaluator, or full passes after recovery)."""
 
-    def __init__(self, model, val_batches, metric_key, recover_batches, recover_method, recover_target, evaluator):
+    def __init__(self, model, val_batches, metric_key, recover_batches, recover_method, recover_target, evaluator,
+                 feed_forward: bool = False):
         self.model, self.val_batches, self.metric_key = model, val_batches, metric_key
         self.recover = (recover_batches, recover_method, recover_target) if recover_batches is not None else None
+        self.feed_forward = feed_forward
         if self.recover is None:  # masks only: the live evaluator re-runs just the changed layers
             self.evaluator = evaluator if evaluator is not None else LiveEvaluator(model, val_batches)
             self.dense = self.evaluator.dense[metric_key]
@@ -56,7 +58,8 @@ class _Judge:
             value = self.evaluator.evaluate(keep)[self.metric_key]
         else:
             batches, method, target = self.recover
-            recovery = lsq_recover(self.model, keep, batches, method=method, target=target)
+            recovery = lsq_recover(self.model, keep, batches, method=method, target=target,
+                                   feed_forward=self.feed_forward)
             with recovery.applied(self.model):
                 value = evaluate(self.model, self.val_batches)[self.metric_key]
         self.path.append((int((~keep).sum()), float(value)))
@@ -66,7 +69,7 @@ class _Judge:
 def budget_mask(model, val_batches, scores: torch.Tensor, *, max_drop: float = 0.01, metric_key: str = "accuracy",
                 min_heads_per_layer: int = 1, unit_mode: UnitMode = "head", greedy: bool = False,
                 recover_batches: list[dict] | None = None, recover_method: RecoveryMethod = "weights",
-                recover_target: RecoveryTarget = "auto", evaluator=None,
+                recover_target: RecoveryTarget = "auto", recover_feed_forward: bool = False, evaluator=None,
                 progress: Progress | None = None) -> tuple[torch.Tensor, BudgetResult]:
     """The largest set of heads found whose removal keeps `metric_key` (higher = better) on `val_batches`
     at least dense − `max_drop` (a fraction: 0.01 = 1 point of accuracy).
@@ -78,7 +81,8 @@ def budget_mask(model, val_batches, scores: torch.Tensor, *, max_drop: float = 0
        on minilm-tweets with 512 validation tweets it reached 64% of heads within budget but lost 3.7 test
        points. Use it with thousands of validation examples.
     `recover_batches`: judge every candidate after retraining-free least-squares recovery (`lsq_recover` with
-    `recover_method` and `recover_target`, calibrated on these batches; keep them apart from `val_batches`), so
+    `recover_method`, `recover_target` and `recover_feed_forward`, calibrated on these batches; keep them apart
+    from `val_batches`), so
     the budget holds for the recovered model; the result's `recovery` then holds it (evaluate with
     `recovery.applied(model)`). The returned mask is always one that was evaluated and met the budget.
     Returns (keep, `BudgetResult`).
@@ -86,10 +90,13 @@ def budget_mask(model, val_batches, scores: torch.Tensor, *, max_drop: float = 0
     if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not math.isfinite(max_drop) \
             or max_drop < 0:
         raise UserError(f"the budget must be a finite number ≥ 0, got {max_drop!r}", option="max_drop")
+    if recover_feed_forward and recover_batches is not None:
+        check_feed_forward(model, recover_target, option="recover_feed_forward")
     grid = head_grid(model)
     total = grid[0] * grid[1]
     limit = removable_heads(grid, min_heads_per_layer)
-    judge = _Judge(model, val_batches, metric_key, recover_batches, recover_method, recover_target, evaluator)
+    judge = _Judge(model, val_batches, metric_key, recover_batches, recover_method, recover_target, evaluator,
+                   recover_feed_forward)
     threshold = judge.dense - max_drop
 
     def mask_for(n):

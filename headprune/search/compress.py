@@ -2,33 +2,31 @@
 
 Iterative pruning with recovery between the steps, after Michel et al. 2019 (prune iteratively, re-scoring under
 the mask), Kwon et al. 2022 (least-squares refit of the kept heads, no retraining) and Sheared-LLaMA / Minitron
-(prune towards a target, recover by distillation from the dense model). A fixed one-shot mask leaves compression
-on the table: each step here starts from a model that has already recovered from the previous one.
+(prune towards a target, recover by distillation from the dense model): each step starts from a model that has
+already recovered from the previous one.
 
 The loop climbs a ladder of sizes (heads removed), one `unit` at a time: a head, a whole KV group, or
 (`uniform`) one runtime-safe head count per layer after another (the same heads in every layer, whole groups).
 Each candidate step:
-1. removes the least important heads of the current model (scores by `metric`, re-computed on the accepted
-   model after every step, or a fixed `order`, e.g. an iterative ablation order);
-2. refits the kept heads' output projections by least squares on training examples (`lsq_recover`);
-   in the distillation phase it then fine-tunes the physically pruned candidate for a slice of steps with
-   distillation from the dense model (`headprune.recovery.finetune.recover`);
+1. removes the least important heads of the current model (scores by the phase's metric, `phase_metric`,
+   re-computed on the accepted model after every step, or a fixed `order`, e.g. an iterative ablation order);
+2. refits the kept heads' output projections (and, on post-norm encoders, the feed-forward outputs) by least
+   squares on training examples (`lsq_recover`); in the distillation phase it then fine-tunes the physically
+   pruned candidate for a slice of steps with distillation from the dense model (`recovery.finetune.recover`);
 3. is judged on validation examples: within `max_drop` points of dense, it becomes the current model;
    otherwise a distillation candidate that still improves gets another slice (up to `max_slices`), and a
    candidate that does not is rolled back and a smaller step is tried (halving the gap to the smallest size
    that failed, as in a binary search); no smaller step left: the phase ends.
-Phase "least-squares" climbs with refits of the dense model only: its result is the retraining-free one,
-reported on its own. Phase "distil" continues from there; its first step goes `distil_step_fraction` of the
-way to the top (default: straight to it), since distillation recovers far more than least squares (on
-`minilm-tweets` one jump to 65 of 72 heads removed went from 2.65 points under dense to 0.25 over in 300 steps,
-where 40-step halvings stopped at 55). A last "polish" distils the best model with the time left (at most 4
-slices) and keeps it if it still meets the budget. The test split is evaluated once, at the end (dense,
-retraining-free and final model); decisions never see it.
+Phase "least-squares" refits the dense model only: its result is the retraining-free one, reported on its own.
+Phase "distil" continues from there; its first step goes `distil_step_fraction` of the way to the top (default:
+straight to it): on `minilm-tweets` one jump to 65 of 72 heads removed went from 2.65 points under dense to 0.25
+over in 300 steps, where 40-step halvings stopped at 55. A last "polish" distils the best model with the time
+left (at most 4 slices), kept if it still meets the budget. The test split is evaluated once, at the end.
 
-Time: every decision is taken on a ledger of estimated seconds (`CostModel`, measured at the start by
-`compress_setup` and saved with the state), so a resumed run decides exactly as the uninterrupted one would.
-The ledger keeps the final test evaluations' estimate (padded by 15%) in reserve; the wall clock is a hard stop
-at the time budget less the unpadded estimate: a slice still running then is abandoned.
+Time: every decision is taken on a ledger of estimated seconds (`CostModel`, measured by `compress_setup` and
+saved with the state), so a resumed run decides exactly as the uninterrupted one would. The ledger keeps the
+final test evaluations' estimate (padded by 15%) in reserve; the wall clock is a hard stop at the time budget
+less the unpadded estimate: a slice still running then is abandoned.
 """
 from __future__ import annotations
 
@@ -40,7 +38,7 @@ from typing import Callable
 import torch
 
 from ..core.errors import UserError
-from ..core.progress import Progress, format_seconds, report
+from ..core.progress import Progress, report, sub
 from ..evaluation.cost import flops_per_token
 from ..evaluation.loop import evaluate
 from ..model.forward import model_device
@@ -48,7 +46,7 @@ from ..model.layout import head_grid, kept_mask
 from ..model.surgery import prune
 from ..recovery.finetune import FinetuneSettings, recover
 from ..recovery.lsq import lsq_recover
-from ..scoring.api import score_heads
+from . import compress_setup as setup
 from .compress_plan import (
     CompressData,
     CompressResult,
@@ -56,9 +54,9 @@ from .compress_plan import (
     CompressStep,
     CostModel,
     Ladder,
+    phase_metric,
     worth_another_slice,
 )
-from .compress_setup import METRIC_KEY, measure_costs, make_plan
 from .compress_state import StateStore, as_list, as_tensor, run_record
 
 POLISH_SLICES = 4  # the polish distils at most this many slices
@@ -75,6 +73,7 @@ class _Run:
     def __init__(self, dense, data: CompressData, settings: CompressSettings, order, store: StateStore | None,
                  should_stop: Callable[[], bool] | None, progress: Progress | None, started: float):
         self.dense, self.data, self.s, self.order = dense, data, settings, order
+        self.feed_forward = setup.feed_forward_refit(dense, settings)  # checked before any work
         self.store, self.should_stop, self.progress, self.started = store, should_stop, progress, started
         self.ladder = Ladder(dense, settings)
         self.dense_flops = flops_per_token(dense)
@@ -102,30 +101,28 @@ class _Run:
 
     def part(self, cost: float, what: str) -> Progress | None:
         """Progress of one operation estimated at `cost` seconds, on the bar of the whole time budget."""
-        if self.progress is None:
-            return None
-        spent, budget = self.st["spent"], self.s.time_budget
-
-        def inner(fraction: float, message: str = "") -> None:
-            kept = int(as_tensor(self.st["keep"], torch.bool).sum())
-            left = format_seconds(max(0.0, budget - self.wall()))
-            report(self.progress, (spent + fraction * cost) / budget,
-                   f"{what}; {kept} heads kept, val {self.st['val']:.4f} (≥ {self.st['plan']['threshold']:.4f} "
-                   f"needed); at most {left} left" + (f" · {message}" if message else ""))
-        return inner
+        return setup.budget_part(self.progress, self.st, self.s.time_budget, self.wall, cost, what)
 
     # ------------------------------------------------------------------------------------ state
     def keep(self) -> torch.Tensor:
         return as_tensor(self.st["keep"], torch.bool)
 
-    def scores(self) -> torch.Tensor:
-        return as_tensor(self.st["scores"])
-
     def rescore(self, model) -> list:
-        """Scores of `model`'s heads on the calibration examples (or the fixed order), as the state holds them."""
+        """Scores of `model`'s heads on the calibration examples by the phase's metric (or the fixed order), as
+        the state holds them."""
         if self.order is not None:
             return as_list(self.order)
-        return as_list(score_heads(model, self.data.calib, self.s.metric, cache=False))
+        return as_list(setup.head_scores(model, self.data.calib, self.s.metric, self.st["phase"]))
+
+    def rescores(self, phase: str) -> bool:
+        """Whether an accepted step is re-scored: not with the reconstruction order in the least-squares phase,
+        where every candidate is refitted from the dense model, whose order already accounts for each removal's
+        refit (`reconstruction_scores`)."""
+        return not (phase == "least-squares" and phase_metric(self.s.metric, phase) == "reconstruction")
+
+    def score_cost(self, ratio: float, phase: str) -> float:
+        metric = phase_metric(self.s.metric, phase)
+        return 0.0 if self.order is not None else self.costs.score(self.counts["calib"], ratio, metric)
 
     def save(self, model=None) -> None:
         self.st["wall"] = self.wall()
@@ -140,16 +137,17 @@ class _Run:
 
     def start(self) -> None:
         """Measure the dense model and plan the time (`compress_setup`), score the dense model's heads."""
-        costs, dense_val = measure_costs(self.dense, self.data, self.s, self.ladder, self.setup_report)
+        costs, dense_val = setup.measure_costs(self.dense, self.data, self.s, self.ladder, self.setup_report)
         self.costs = costs
         spent = self.wall()  # everything so far (data preparation by the caller included), measured once
-        plan = make_plan(costs, dense_val, self.s, spent, self.counts["test"])
+        plan = setup.make_plan(costs, dense_val, self.s, spent, self.counts["test"])
         self.st = {"plan": plan, "phase": "least-squares", "keep": as_list(kept_mask(self.dense)), "val": dense_val,
                    "scores": None, "upper": None, "spent": spent, "wall": spent, "distilled": 0, "steps": [],
                    "retraining_free": None, "stopped_by": None, "best_row": None, "model_dir": None}
-        self.setup_report(f"scoring the heads ({self.s.metric}) on {self.counts['calib']} training examples")
+        self.setup_report(f"scoring the heads ({phase_metric(self.s.metric, 'least-squares')}) on "
+                          f"{self.counts['calib']} training examples")
         self.st["scores"] = self.rescore(self.dense)
-        self.st["spent"] += costs.score(self.counts["calib"], 1.0, self.s.metric) if self.order is None else 0.0
+        self.st["spent"] += self.score_cost(1.0, "least-squares")
         self.save()
 
     def setup_report(self, message: str) -> None:
@@ -172,7 +170,7 @@ class _Run:
             first_jump = phase == "distil" and st["upper"] is None
             fraction = self.s.distil_step_fraction if first_jump else self.s.step_fraction
             level = level + max(1, math.ceil(fraction * (high - level)))
-            candidate = self.ladder.mask(level, self.scores(), keep)
+            candidate = self.ladder.mask(level, as_tensor(self.st["scores"]), keep)
             if not bool((keep & ~candidate).any()):  # the guardrails allow no more
                 return "target"
             costs = self.step_costs(phase, keep, candidate)
@@ -185,10 +183,9 @@ class _Run:
         """Estimated seconds of one candidate: (refit + distillation + judgement, scoring if accepted)."""
         c, n, ratio = self.costs, self.counts, self.ratio(candidate)
         base = 1.0 if phase == "least-squares" else self.ratio(keep)
-        build = c.refit(n["calib"], base) + c.copies(2, base)  # least squares on the base; bake and prune copy it
+        build = c.refit(n["calib"], base, self.feed_forward and phase == "least-squares") + c.copies(2, base)
         judged = self.slice_cost(candidate) if phase == "distil" else c.evaluate(n["judge"], ratio)
-        rescore = c.score(n["calib"], ratio, self.s.metric) if self.order is None else 0.0
-        return build + judged, rescore
+        return build + judged, self.score_cost(ratio, phase) if self.rescores(phase) else 0.0
 
     def attempt(self, phase: str, level: int, keep: torch.Tensor, costs: tuple[float, float]) -> bool:
         """Build, judge and keep or roll back one candidate; False when stopped before its judgement.
@@ -202,8 +199,7 @@ class _Run:
         steps = st["plan"]["slice_steps"] if phase == "distil" else 0
         progress = self.part(costs[0], f"{phase}: trying {int((~keep).sum())} heads removed")
         base = self.dense if phase == "least-squares" else self.model
-        report(progress, 0.0, "least squares")
-        model = self.refit(base, keep)
+        model = self.refit(base, keep, phase, sub(progress, 0.0, 0.1 if steps else 0.8, "least squares: "))
         vals: list[float] = []
         spent, extra = costs[0], self.slice_cost(keep) if steps else 0.0
         while True:
@@ -212,7 +208,7 @@ class _Run:
                 if model is None:
                     return False
             report(progress, 0.95, "judging on validation")
-            vals.append(float(evaluate(model, self.data.judge)[METRIC_KEY]))
+            vals.append(float(evaluate(model, self.data.judge)[setup.METRIC_KEY]))
             if not steps or vals[-1] >= threshold or not self.another_slice(vals, spent, extra):
                 break
             spent += extra
@@ -223,16 +219,20 @@ class _Run:
         self.record(phase, keep, value, accepted, steps * len(vals), started, vals if steps else [])
         if accepted:
             self.model = model
-            st.update(keep=as_list(keep), val=value, scores=self.rescore(model))
+            st.update(keep=as_list(keep), val=value,
+                      scores=self.rescore(model) if self.rescores(phase) else st["scores"])
             st["spent"] += costs[1]
         else:
             st["upper"] = level if st["upper"] is None else min(st["upper"], level)
         self.save(model if accepted else None)
         return True
 
-    def refit(self, base, keep: torch.Tensor):
-        """`base` physically pruned to `keep`, the kept heads' output projections refitted by least squares."""
-        recovery = lsq_recover(base, keep, self.data.calib, method=self.s.lsq_method, target=self.s.lsq_target)
+    def refit(self, base, keep: torch.Tensor, phase: str, progress: Progress | None = None):
+        """`base` physically pruned to `keep`, the kept heads' output projections refitted by least squares; the
+        feed-forward outputs too in the least-squares phase (where the model allows): distillation only starts
+        from least squares, not worth the feed-forward refit's doubled cost."""
+        recovery = lsq_recover(base, keep, self.data.calib, method=self.s.lsq_method, target=self.s.lsq_target,
+                               feed_forward=self.feed_forward and phase == "least-squares", progress=progress)
         return prune(recovery.bake(base), keep)
 
     def slice_cost(self, keep: torch.Tensor) -> float:
@@ -285,6 +285,9 @@ class _Run:
             self.retraining_free_model = self.model
             st.update(phase="distil" if self.s.distill else "done", upper=None,
                       stopped_by=None if self.s.distill else reason)
+            if self.s.distill and not self.rescores("least-squares"):  # scores for distillation, of its start
+                st.update(scores=self.rescore(self.model),
+                          spent=st["spent"] + self.score_cost(self.ratio(self.keep()), "distil"))
             self.save()
         if st["phase"] == "distil":
             reason = self.climb("distil")
@@ -316,7 +319,7 @@ class _Run:
         model = self.distil(self.model, steps, self.part(cost, f"polish: {steps} distillation steps"))
         if model is None:
             return not self.cancelled()
-        value = float(evaluate(model, self.data.judge)[METRIC_KEY])
+        value = float(evaluate(model, self.data.judge)[setup.METRIC_KEY])
         accepted = value >= plan["threshold"]
         st["spent"] += cost
         self.record("polish", keep, value, accepted, steps, started)
@@ -332,7 +335,7 @@ class _Run:
         if torch.equal(keep, kept_mask(self.dense)):
             return self.dense
         if self.retraining_free_model is None:
-            self.retraining_free_model = self.refit(self.dense, keep)
+            self.retraining_free_model = self.refit(self.dense, keep, "least-squares")
         return self.retraining_free_model
 
     def tests(self) -> tuple[float, float, float]:
@@ -344,7 +347,7 @@ class _Run:
             if id(model) not in found:
                 cost = c.evaluate(n, self.ratio(keep))
                 tested = evaluate(model, self.data.test, progress=self.part(cost, "testing on the test split"))
-                found[id(model)] = float(tested[METRIC_KEY])
+                found[id(model)] = float(tested[setup.METRIC_KEY])
                 st["spent"] += cost
             return found[id(model)]
 
@@ -372,7 +375,7 @@ class _Run:
         removed = total - int(keep.sum())
         result = CompressResult(
             keep=keep, heads_total=total, heads_removed=removed, heads_removed_frac=removed / total,
-            metric_key=METRIC_KEY, max_drop=self.s.max_drop, dense_val=st["plan"]["dense_val"], val=st["val"],
+            metric_key=setup.METRIC_KEY, max_drop=self.s.max_drop, dense_val=st["plan"]["dense_val"], val=st["val"],
             threshold=st["plan"]["threshold"], dense_test=dense_test, test=test, retraining_free=retraining_free,
             trajectory=[CompressStep(**{**row, "slice_vals": tuple(row.get("slice_vals", ()))}) for row in st["steps"]],
             stopped_by="cancelled" if cancelled else st["stopped_by"], seconds=self.wall(),

@@ -8,17 +8,64 @@ from typing import Callable
 
 import torch
 
+from ..core.progress import Progress, format_seconds, report
 from ..evaluation.cost import flops_per_token
 from ..evaluation.loop import evaluate
 from ..model.intervene import private_copy
 from ..model.layout import head_grid, kept_mask
 from ..model.surgery import prune
 from ..recovery.finetune import FinetuneSettings, recover
-from .compress_plan import CompressData, CompressSettings, CostModel, Ladder, Stopwatch, typical_batches
+from ..recovery.lsq import check_feed_forward, feed_forward_refit_applies
+from ..recovery.lsq_order import reconstruction_scores
+from ..scoring.api import score_heads
+from .compress_plan import (
+    CompressData,
+    CompressSettings,
+    CostModel,
+    Ladder,
+    Stopwatch,
+    phase_metric,
+    typical_batches,
+)
 
 SLICE_SHARE, SLICE_RANGE = 0.1, (8, 500)  # a distillation slice: a tenth of the loop's time, in steps
 RESERVE_MARGIN = 1.15  # the final evaluations' estimate, padded
 METRIC_KEY = "accuracy"  # classification accuracy; next-token accuracy for language models
+
+
+def head_scores(model, calib: list, metric: str, phase: str) -> torch.Tensor:
+    """(L, H) scores of `model`'s heads on the calibration examples by `metric` as `phase` reads it
+    (`phase_metric`), higher = more important (NaN: gone)."""
+    metric = phase_metric(metric, phase)
+    if metric == "reconstruction":
+        return reconstruction_scores(model, calib)
+    return score_heads(model, calib, metric, cache=False)
+
+
+def feed_forward_refit(dense, settings: CompressSettings) -> bool:
+    """Whether the run's least squares refits the feed-forward outputs too (`lsq_feed_forward`, None: where
+    the model allows); `UserError` when asked for where it cannot apply."""
+    if settings.lsq_feed_forward:
+        check_feed_forward(dense, settings.lsq_target, option="lsq_feed_forward")
+    applies = feed_forward_refit_applies(dense, settings.lsq_target)
+    return applies if settings.lsq_feed_forward is None else settings.lsq_feed_forward
+
+
+def budget_part(progress: Progress | None, st: dict, budget: float, wall: Callable[[], float], cost: float,
+                what: str) -> Progress | None:
+    """Progress of one operation estimated at `cost` seconds, on the bar of the whole time `budget` (the run's
+    state `st` says what was spent and what is kept; `wall()`: seconds since the run began)."""
+    if progress is None:
+        return None
+    spent = st["spent"]
+
+    def inner(fraction: float, message: str = "") -> None:
+        kept = int(torch.as_tensor(st["keep"], dtype=torch.bool).sum())
+        left = format_seconds(max(0.0, budget - wall()))
+        report(progress, (spent + fraction * cost) / budget,
+               f"{what}; {kept} heads kept, val {st['val']:.4f} (≥ {st['plan']['threshold']:.4f} "
+               f"needed); at most {left} left" + (f" · {message}" if message else ""))
+    return inner
 
 
 def probe(model, dense, train: list, lr: float) -> float:

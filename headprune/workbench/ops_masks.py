@@ -58,10 +58,10 @@ class WorkbenchMasks:
     def budget(self, metric: str, max_drop: float, *, judge_batches: list | None = None, recover: RecoveryMethod | None = None,
                recover_target: RecoveryTarget = "auto", calib_batches: list | None = None, iterative: float | None = None,
                until: float = 1.0, greedy: bool = False, min_heads_per_layer: int = 1, unit_mode: UnitMode = "head",
-               progress: Progress | None = None) -> BudgetResult:
+               recover_feed_forward: bool = False, progress: Progress | None = None) -> BudgetResult:
         """The most heads removable by `metric`'s order within `max_drop` (a fraction) of dense on `judge_batches`
         (default: the workload's own examples), each candidate recovered by least squares on `calib_batches`
-        when `recover` names a method."""
+        when `recover` names a method (`recover_feed_forward`: the feed-forward outputs refitted too)."""
         heads = self.shape[0] * self.shape[1]
         ranking = 0.0 if iterative is None and self.stored_score(metric) is not None else \
             ranking_cost(metric, heads, mode="iterative" if iterative else "one-shot", step=iterative or 1.0, until=until)
@@ -74,7 +74,8 @@ class WorkbenchMasks:
                             option="calib_split")
         _, result = budget_mask(self.model, judge, scores, max_drop=max_drop, greedy=greedy,
                                 recover_batches=calib_batches if recover else None, recover_method=recover or "weights",
-                                recover_target=recover_target, min_heads_per_layer=min_heads_per_layer,
+                                recover_target=recover_target, recover_feed_forward=recover_feed_forward,
+                                min_heads_per_layer=min_heads_per_layer,
                                 unit_mode=unit_mode, progress=search)
         return result
 
@@ -101,7 +102,7 @@ class WorkbenchMasks:
         return self.workload.store.put("curves", key, {"curves": pd.concat(frames, ignore_index=True),
                                                        "baseline": baseline})
 
-    def compress(self, settings: CompressSettings, *, judge_examples: int | None = 2000, calib_examples: int = 512,
+    def compress(self, settings: CompressSettings, *, judge_examples: int | None = 2000, calib_examples: int = 1024,
                  train_examples: int | None = None, test_batches: list | None = None, order=None, state_dir=None,
                  resume: bool = False, should_stop=None, progress: Progress | None = None,
                  started: float | None = None) -> tuple[torch.nn.Module, CompressResult]:

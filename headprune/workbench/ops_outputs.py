@@ -19,7 +19,7 @@ from ..evaluation.loop import evaluate_examples
 from ..model.surgery import prune
 from ..recovery.finetune import FinetuneReport, FinetuneSettings
 from ..recovery.finetune import recover as finetune_recover
-from ..recovery.lsq import Recovery, lsq_recover
+from ..recovery.lsq import Recovery, check_feed_forward, lsq_recover
 from .export import ExportReport, prune_and_save, reproducibility_record
 from .records import RecoveredMask
 from .report import build_report
@@ -29,13 +29,15 @@ class WorkbenchOutputs:
     """What a session takes away (a part of `Workbench`)."""
 
     def recover(self, keep, method: RecoveryMethod = "weights", *, target: RecoveryTarget = "auto",
-                calib: tuple[list, str] | None = None, evaluate: bool = True,
+                calib: tuple[list, str] | None = None, evaluate: bool = True, feed_forward: bool = False,
                 progress: Progress | None = None) -> RecoveredMask:
         """Least-squares recovery of `keep` (calibrated on `calib` = (batches, description), default the
-        training examples apart from the live set), evaluated on the workload's examples (unless not
-        `evaluate`); kept as this session's recovered mask."""
+        training examples apart from the live set; `feed_forward`: the feed-forward outputs refitted too),
+        evaluated on the workload's examples (unless not `evaluate`); kept as this session's recovered mask."""
+        if feed_forward:
+            check_feed_forward(self.model, target)
         batches, described = calib or self.other_examples("train", 512, purpose="calibration")
-        recovery = lsq_recover(self.model, keep, batches, method=method, target=target,
+        recovery = lsq_recover(self.model, keep, batches, method=method, target=target, feed_forward=feed_forward,
                                progress=sub(progress, 0, 0.8 if evaluate else 1.0))
         result = examples = None
         if evaluate:

@@ -25,12 +25,12 @@ class RecoveredMask(Record):
         return self.recovery.keep
 
     def to_dict(self) -> dict:
-        """JSON values; the recovery as its mask, method, target and per-head gates (the refitted weights
+        """JSON values; the recovery as its mask, method, target, feed-forward flag and per-head gates (the weights
         are left out: they belong in a saved model, not a record)."""
         out = {key: jsonable(self[key]) for key in self if key != "recovery"}
         rec = self.recovery
         return {"recovery": {"keep": jsonable(rec.keep), "method": rec.method, "target": rec.target,
-                             "gates": jsonable(rec.gates)}, **out}
+                             "feed_forward": rec.feed_forward, "gates": jsonable(rec.gates)}, **out}
 
 
 def mask_key(keep) -> tuple:

@@ -36,16 +36,17 @@ def test_prune_by_fraction_and_by_mask(workload, capsys, tmp_path):
     assert json.loads(out.out)["heads_kept"] == 2  # a budget of 100 points allows everything but 1 head per layer
 
 
-@pytest.mark.parametrize("method", ["weights", "scales"])
-def test_prune_iterative_recovered_budget_saves_the_recovered_model(workload, split_csv, capsys, tmp_path, method):
+@pytest.mark.parametrize("method, ffn", [("weights", False), ("scales", False), ("weights", True)])
+def test_prune_iterative_recovered_budget_saves_the_recovered_model(workload, split_csv, capsys, tmp_path, method, ffn):
     folder, _, _ = workload
     csv = split_csv
     code, out = run(capsys, ["prune", "--model", str(folder), "--data", str(csv), "--budget", "100", "--iterative",
                              "0.25", "--recover", method, "--calib-split", "train", "--out", str(tmp_path / "r"),
-                             "--mask-out", str(tmp_path / "r.json"), "--json", "-q"])
+                             "--mask-out", str(tmp_path / "r.json"), "--json", "-q", *(["--recover-ffn"] if ffn else [])])
     assert code == 0, out.err
     result = json.loads(out.out)
     assert result["heads_kept"] == 2 and result["recovered"] == method and result["iterative_step"] == 0.25
+    assert result["recover_feed_forward"] is ffn
     assert result["calib_split"] == "train" and result["recover_target"] == "dense"  # a BERT model: post-norm
     loaded = load_model(str(folder))
     keep = read_mask(tmp_path / "r.json", loaded.model)
@@ -53,7 +54,7 @@ def test_prune_iterative_recovered_budget_saves_the_recovered_model(workload, sp
     batches = make_batches(loaded.tokenizer, df, "classification", batch_size=32, max_length=128)
     calib = make_batches(loaded.tokenizer, load_data(str(csv), split="train", label2id=loaded.label2id),
                          "classification", batch_size=32, max_length=128)
-    with lsq_recover(loaded.model, keep, calib, method=method).applied(loaded.model):
+    with lsq_recover(loaded.model, keep, calib, method=method, feed_forward=ffn).applied(loaded.model):
         expected = evaluate(loaded.model, batches)["loss"]
     assert evaluate(load_pruned(tmp_path / "r"), batches)["loss"] == pytest.approx(expected, rel=1e-4)
     assert evaluate(loaded.model, batches, keep)["loss"] != pytest.approx(expected, rel=1e-4)
@@ -76,3 +77,6 @@ def test_prune_calib_split_needs_recover(workload, capsys, tmp_path):
     code, out = run(capsys, ["prune", "--model", str(folder), "--data", str(csv), "--fraction", "0.5",
                              "--calib-split", "train", "--out", str(tmp_path / "x")])
     assert code == 2 and "--calib-split" in out.err and not (tmp_path / "x").exists()
+    code, out = run(capsys, ["prune", "--model", str(folder), "--data", str(csv), "--fraction", "0.5",
+                             "--recover-ffn", "--out", str(tmp_path / "x")])
+    assert code == 2 and "--recover-ffn" in out.err and not (tmp_path / "x").exists()

@@ -130,3 +130,18 @@ def test_feed_forward_inputs_are_captured_and_replaced_weights_apply(family):
     torch.testing.assert_close(forward_logits(model, batch), dense)
     with pytest.raises(ValueError, match="feed-forward"), capture_ffn_inputs(tiny_model("gpt2")):
         pass
+
+
+def test_a_capture_can_end_the_pass_at_a_layer():
+    """`stop_after`: layer 0's context vectors are captured, then the pass ends (nothing later runs)."""
+    from headprune.model.intervene import ForwardStopped, attached, capture_out_inputs
+
+    model = tiny_model("bert")
+    batch = tiny_batch(model, seed=0, batch_size=4)
+    with torch.no_grad(), capture_out_inputs(model) as full:
+        forward_logits(model, batch)
+    with torch.no_grad(), capture_out_inputs(model, stop_after=0) as cut, pytest.raises(ForwardStopped):
+        forward_logits(model, batch)
+    assert len(cut[0]) == 1 and all(not later for later in cut[1:]) and not attached(model)
+    torch.testing.assert_close(cut[0][0], full[0][0])
+    forward_logits(model, batch)  # the model runs as before

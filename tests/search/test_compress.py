@@ -1,6 +1,7 @@
 """Compress to a target: the loop keeps the budget on what it checks, rolls back, resumes exactly, stops on time."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -10,9 +11,14 @@ from headprune.core.errors import UserError
 from headprune.core.outputs import CHECKPOINTS
 from headprune.evaluation.loop import evaluate
 from headprune.model.layout import kept_mask
+from headprune.model.surgery import prune
 from headprune.model.tiny import tiny_batch, tiny_model
+from headprune.recovery.lsq import lsq_recover
+from headprune.recovery.lsq_order import reconstruction_scores
+from headprune.scoring.api import score_heads
 from headprune.search.compress import compress
 from headprune.search.compress_plan import CompressData
+from headprune.search.compress_state import STATE_FILE, as_tensor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FAST = dict(distill_steps=3, polish_steps=4, time_budget=600)  # step counts fixed: decisions depend on no clock
@@ -66,13 +72,14 @@ def test_every_accepted_step_meets_the_budget_and_a_failed_step_is_rolled_back()
 
 def test_a_failed_candidate_that_stops_improving_is_rolled_back():
     dense, data = setup()
-    _, result = compress(dense, data, max_drop=0.0, lr=1e-12, **FAST)  # distillation that changes nothing
+    quiet = dict(max_drop=0.0, lr=1e-12, metric="gradient", lsq_feed_forward=False)  # distillation changes nothing
+    _, result = compress(dense, data, **quiet, **FAST)
     distil = [r for r in result.trajectory if r.phase == "distil"]
     assert len(distil) > 1 and not any(r.accepted for r in distil)
     for r in distil:  # no gain after the second slice: at that pace it never gets there, rolled back
         assert len(r.slice_vals) == 2 and len(set(r.slice_vals)) == 1
     assert [r.heads_removed for r in distil] == sorted((r.heads_removed for r in distil), reverse=True)
-    _, capped = compress(dense, data, max_drop=0.0, lr=1e-12, max_slices=1, **FAST)
+    _, capped = compress(dense, data, **quiet, max_slices=1, **FAST)
     assert all(len(r.slice_vals) == 1 for r in capped.trajectory if r.phase == "distil")
 
 
@@ -80,7 +87,7 @@ def test_a_resumed_run_ends_as_the_uninterrupted_one(tmp_path):
     dense, data = setup()
     options = dict(max_drop=2.0, **FAST)
     full_model, full = compress(dense, data, state_dir=tmp_path / "full", **options)
-    assert len(full.trajectory[3].slice_vals) == 2
+    assert len(full.trajectory[3].slice_vals) >= 2  # the scenario: step 4 needs a second slice
     messages = []
 
     def stop_in_a_second_slice():  # asked before every training step: step 4's second slice is cut mid-way
@@ -127,12 +134,47 @@ def test_units_keep_runtime_safe_shapes(family, unit):
         assert len(set(keep.sum(-1).tolist())) == 1
 
 
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_the_reconstruction_order_climbs_within_the_budget(family):
+    """The order least squares best makes up for, re-computed on each accepted model (llama: pre-norm, so no
+    feed-forward refit; bert: with it, by default)."""
+    dense, data = setup(family)
+    _, result = compress(dense, data, max_drop=5.0, metric="reconstruction", distill=False, time_budget=600)
+    assert result.heads_removed > 0
+    for row in result.trajectory:
+        assert (row.val >= result.threshold) == row.accepted
+
+
+def test_auto_hands_the_distillation_phase_gradient_scores_of_the_retraining_free_model(tmp_path):
+    """metric "auto": the least-squares phase ranks by reconstruction, distillation by the loss gradient, re-scored
+    on the least-squares result when the phase changes (the run is stopped as distillation begins: the state
+    then holds those scores)."""
+    dense, data = setup()
+    messages = []
+    _, result = compress(dense, data, max_drop=2.0, state_dir=tmp_path, progress=lambda f, m: messages.append(m),
+                         should_stop=lambda: any(m.startswith("distil") for m in messages), **FAST)
+    assert result.stopped_by == "cancelled" and all(r.phase == "least-squares" for r in result.trajectory)
+    state = json.loads((tmp_path / STATE_FILE).read_text())["state"]
+    keep = as_tensor(state["retraining_free"]["keep"], torch.bool)
+    free = dense if bool(keep.all()) else prune(lsq_recover(dense, keep, data.calib, feed_forward=True).bake(dense), keep)
+    expected = score_heads(free, data.calib, "gradient", cache=False)
+    torch.testing.assert_close(as_tensor(state["scores"]), expected, equal_nan=True)
+    assert not torch.allclose(expected.nan_to_num(), reconstruction_scores(free, data.calib).nan_to_num())
+
+
+def test_a_feed_forward_refit_where_the_model_has_none_is_refused_before_any_work():
+    dense, data = setup("gpt2")
+    with pytest.raises(UserError, match="post-norm") as caught:
+        compress(dense, data, lsq_feed_forward=True, should_stop=lambda: pytest.fail("work started"))
+    assert caught.value.option == "lsq_feed_forward"
+
+
 @pytest.mark.parametrize("option, value, match", [
     ("max_drop", math.nan, "quality budget"), ("max_drop", -1.0, "quality budget"),
     ("time_budget", 0, "time budget"), ("time_budget", math.inf, "time budget"),
     ("target_heads", 0.0, "fraction of all heads"), ("target_heads", 1.5, "fraction of all heads"),
     ("unit", "layer", "unit must be one of"), ("metric", "ablation", "re-scores heads"),
-    ("distill_steps", 0, "distill_steps"),
+    ("distill_steps", 0, "distill_steps"), ("lsq_feed_forward", "yes", "lsq_feed_forward"),
 ])
 def test_bad_settings_are_refused_before_any_work(option, value, match):
     dense, data = setup()

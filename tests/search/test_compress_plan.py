@@ -11,7 +11,9 @@ from headprune.core.errors import UserError
 from headprune.model.tiny import tiny_batch, tiny_model
 from headprune.search import compress_plan
 from headprune.search.compress_plan import (
+    FFN_PASSES,
     LSQ_PASSES,
+    RESCORE_METRICS,
     SCORE_PASSES,
     CompressData,
     CompressResult,
@@ -61,6 +63,8 @@ def test_cost_model_arithmetic():
     assert costs.score(100, 0.5, "fisher") == pytest.approx(SCORE_PASSES["fisher"] * 0.5)
     assert costs.score(100, 1.0, "magnitude") == 0.0
     assert costs.refit(10, 1.0) == pytest.approx(LSQ_PASSES * 0.1)
+    assert costs.refit(10, 1.0, feed_forward=True) == pytest.approx((LSQ_PASSES + FFN_PASSES) * 0.1)
+    assert costs.score(100, 1.0, "reconstruction") == pytest.approx(SCORE_PASSES["reconstruction"] * 1.0)
     assert costs.distil(8, 1.0) == pytest.approx(8 * 0.2) and costs.distil(8, 0.0) == pytest.approx(8 * 0.2 / 4)
     assert costs.copies(3, 0.5) == pytest.approx(0.75)
     assert costs.to_dict() == {"forward_s": 0.01, "step_s": 0.2, "copy_s": 0.5, "small_step_s": None,
@@ -71,6 +75,14 @@ def test_cost_model_arithmetic():
     assert probed.distil(10, 0.6) > costs.distil(10, 0.6)  # more than the FLOP share alone promises
     noisy = CostModel(forward_s=0.01, step_s=0.2, small_step_s=0.3, small_ratio=0.5)  # the small probe came out slower
     assert noisy.distil(10, 0.5) == pytest.approx(2.0) and noisy.distil(10, 0.9) == pytest.approx(2.0)
+
+
+def test_auto_ranks_by_reconstruction_for_least_squares_and_by_gradient_for_distillation():
+    assert compress_plan.phase_metric("auto", "least-squares") == "reconstruction"
+    assert compress_plan.phase_metric("auto", "distil") == compress_plan.phase_metric("auto", "polish") == "gradient"
+    assert all(compress_plan.phase_metric(m, p) == m for m in ("gradient", "fisher", "magnitude", "reconstruction")
+               for p in ("least-squares", "distil"))
+    assert CompressSettings().metric == "auto" and set(SCORE_PASSES) == set(RESCORE_METRICS) - {"auto"}
 
 
 def test_a_failing_candidate_continues_while_it_improves_fast_enough():
