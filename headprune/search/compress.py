@@ -114,12 +114,6 @@ class _Run:
             return as_list(self.order)
         return as_list(setup.head_scores(model, self.data.calib, self.s.metric, self.st["phase"]))
 
-    def rescores(self, phase: str) -> bool:
-        """Whether an accepted step is re-scored: not with the reconstruction order in the least-squares phase,
-        where every candidate is refitted from the dense model, whose order already accounts for each removal's
-        refit (`reconstruction_scores`)."""
-        return not (phase == "least-squares" and phase_metric(self.s.metric, phase) == "reconstruction")
-
     def score_cost(self, ratio: float, phase: str) -> float:
         metric = phase_metric(self.s.metric, phase)
         return 0.0 if self.order is not None else self.costs.score(self.counts["calib"], ratio, metric)
@@ -185,7 +179,7 @@ class _Run:
         base = 1.0 if phase == "least-squares" else self.ratio(keep)
         build = c.refit(n["calib"], base, self.feed_forward and phase == "least-squares") + c.copies(2, base)
         judged = self.slice_cost(candidate) if phase == "distil" else c.evaluate(n["judge"], ratio)
-        return build + judged, self.score_cost(ratio, phase) if self.rescores(phase) else 0.0
+        return build + judged, self.score_cost(ratio, phase)
 
     def attempt(self, phase: str, level: int, keep: torch.Tensor, costs: tuple[float, float]) -> bool:
         """Build, judge and keep or roll back one candidate; False when stopped before its judgement.
@@ -219,8 +213,7 @@ class _Run:
         self.record(phase, keep, value, accepted, steps * len(vals), started, vals if steps else [])
         if accepted:
             self.model = model
-            st.update(keep=as_list(keep), val=value,
-                      scores=self.rescore(model) if self.rescores(phase) else st["scores"])
+            st.update(keep=as_list(keep), val=value, scores=self.rescore(model))
             st["spent"] += costs[1]
         else:
             st["upper"] = level if st["upper"] is None else min(st["upper"], level)
@@ -285,7 +278,7 @@ class _Run:
             self.retraining_free_model = self.model
             st.update(phase="distil" if self.s.distill else "done", upper=None,
                       stopped_by=None if self.s.distill else reason)
-            if self.s.distill and not self.rescores("least-squares"):  # scores for distillation, of its start
+            if self.s.distill and phase_metric(self.s.metric, "distil") != phase_metric(self.s.metric, "least-squares"):
                 st.update(scores=self.rescore(self.model),
                           spent=st["spent"] + self.score_cost(self.ratio(self.keep()), "distil"))
             self.save()

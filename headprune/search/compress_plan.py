@@ -35,7 +35,7 @@ PATIENCE = 2  # a failing distillation candidate continues while one of its last
 LSQ_PASSES = 3.0  # least squares: up to three passes over the calibration examples (`lsq_recover`)
 # ... and with the feed-forward refit, measured: 41.3 s vs 18.4 s attention only on `minilm-tweets`, 1,024
 # calibration tweets, a forward pass 7 ms a tweet (two more replayed passes and the (d_ff + 1)² normal equations)
-FFN_PASSES = 3.3
+FFN_PASSES = 3.3  # (41.3 − 18.4) s / (1,024 × 7 ms) ≈ 3.2, rounded up
 
 
 @dataclass(frozen=True)
