@@ -1,4 +1,5 @@
-"""Retraining-free recovery after masking: least-squares refits of the attention output projections.
+"""Retraining-free recovery after masking: least-squares refits of the attention (and feed-forward) output
+projections.
 
 Layer by layer, on calibration tokens (padding excluded), the masked attention sub-block's output plus its
 residual, x + W·ctx(x) + b (x = the block input of the pruned model recovered so far, ctx = the kept heads'
@@ -25,8 +26,8 @@ squares:
 
 `feed_forward` (post-norm blocks, "dense" target): after each layer's attention refit, its feed-forward output
 projection and bias are refitted the same way, so that the sub-block's pre-norm sum h + W·a + b matches the
-dense model's: the feed-forward weights absorb what attention left, before the norm (Kwon et al. 2022 refit
-both sub-blocks the same way). On `minilm-tweets`, 51 of 72 heads removed in `gradient` order, 2,048
+dense model's: the feed-forward weights absorb what attention left, before the norm (Kwon et al. 2022 tune the
+masks of both sub-blocks by layer-wise least squares; here the feed-forward weights are refitted in full). On `minilm-tweets`, 51 of 72 heads removed in `gradient` order, 2,048
 calibration tweets, full validation / test splits: −1.75 / −0.76 points vs dense → −1.41 / −0.46 (a script
 that refitted them after all attention layers). (d_ff + 1)·d numbers a layer: the more calibration tokens the
 better.
