@@ -51,7 +51,7 @@ def test_recovered_export_matches_recovered_model(tmp_path):
         return lsq_recover(model, keep, [tiny_batch(model, seed=s) for s in range(4)], method="weights")
 
     result = check_export(tmp_path, "qwen2", "causal-lm", [[3, 4, 5], [0, 1, 2]], recovery=recover)  # whole groups
-    assert result.recovery == {"method": "weights", "target": "local"}
+    assert result.recovery == {"method": "weights", "target": "local", "feed_forward": False}
 
 
 def test_export_writes_file_and_sidecar(exported):
