@@ -102,8 +102,8 @@ def _choose(args: argparse.Namespace, bench, calib) -> tuple:
     with progress_bar(args, f"choosing heads ({args.metric}{', iterative' if args.iterative else ''})") as bar:
         if args.budget is not None:
             result = bench.budget(args.metric, args.budget / 100, recover=args.recover, recover_target=args.recover_target,
-                                  recover_feed_forward=args.recover_ffn, calib_batches=calib, iterative=args.iterative, until=args.until or 1.0,
-                                  greedy=args.greedy, min_heads_per_layer=args.min_heads_per_layer,
+                                  recover_feed_forward=args.recover_ffn, calib_batches=calib, iterative=args.iterative,
+                                  until=args.until or 1.0, greedy=args.greedy, min_heads_per_layer=args.min_heads_per_layer,
                                   unit_mode=args.unit_mode, progress=bar)
             return result.keep, result
         n = args.heads if args.heads is not None else round(args.fraction * layers * heads)
