@@ -197,10 +197,15 @@ def test_export_writes_a_pruned_folder_that_reloads_with_the_same_outputs(app, t
     assert record["kept_heads"] == [[0, 2, 3], [0, 1, 2]]
 
 
-def test_a_recovery_made_on_the_prune_page_is_exported_with_the_mask(app, tmp_path):
+@pytest.mark.parametrize("method, ffn", [("scales", False), ("weights", True)])
+def test_a_recovery_made_on_the_prune_page_is_exported_with_the_mask(app, tmp_path, method, ffn):
     _two_heads_off(app)
     app.switch_page("app_pages/prune.py").run()
-    app.radio(key="recover_method").set_value("scales").run()
+    app.radio(key="recover_method").set_value(method).run()
+    offered = [c for c in app.checkbox if c.key == "recover_ffn"]
+    assert bool(offered) == ffn  # a BERT model: offered with refitted weights, not with per-head scales
+    if ffn:
+        offered[0].check().run()
     next(b for b in app.button if b.label == "Recover").click().run()
     _no_exceptions(app)
     assert not app.error, [e.value for e in app.error]
@@ -212,7 +217,7 @@ def test_a_recovery_made_on_the_prune_page_is_exported_with_the_mask(app, tmp_pa
     _no_exceptions(app)
     assert any("match the recovered model" in s.value for s in app.success), [e.value for e in app.error]
     record = json.loads((tmp_path / "recovered" / "headprune_pruned.json").read_text())
-    assert record["meta"]["recovery"]["method"] == "scales"
+    assert record["meta"]["recovery"]["method"] == method and record["meta"]["recovery"]["feed_forward"] is ffn
 
 
 def test_the_learn_walkthrough_runs_one_click_per_step(app):
