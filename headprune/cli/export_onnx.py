@@ -6,6 +6,7 @@ import argparse
 
 from ..core.errors import UserError
 from ..deploy import LatencySettings
+from ..recovery.lsq import check_feed_forward
 from ..workbench.deploy import PARITY_EXAMPLES
 from .common import (
     Command,
@@ -35,6 +36,8 @@ def build(parser: argparse.ArgumentParser) -> None:
     recover.add_argument("--recover-target", default="auto", choices=["auto", "dense", "local"],
                          help="--recover: fit to the dense model's output or the dense attention on the pruned input "
                               "(auto: by architecture, as in `headprune prune`)")
+    recover.add_argument("--recover-ffn", action="store_true",
+                         help="--recover: refit the feed-forward outputs too (BERT-style post-norm encoders)")
     recover.add_argument("--calib-split", default=None, metavar="SPLIT",
                          help="--recover: calibrate on this split of --data (default: train when the data has splits)")
     timing = parser.add_argument_group(
@@ -59,18 +62,22 @@ def _check(args: argparse.Namespace) -> None:
         raise UserError("--recover refits the heads a mask keeps; add --mask MASK.json")
     if args.calib_split is not None and args.recover is None:
         raise UserError("--calib-split is the data --recover calibrates on; add --recover")
+    if args.recover_ffn and args.recover != "weights":
+        raise UserError("--recover-ffn extends --recover weights; add --recover")
 
 
 def run(args: argparse.Namespace) -> dict:
     _check(args)
     bench = open_bench(args, limit=args.limit or PARITY_EXAMPLES)
+    if args.recover_ffn:
+        check_feed_forward(bench.model, args.recover_target, option="recover_ffn")
     keep = read_keep(args.mask, bench) if args.mask else None
     recovery = None
     if args.recover and not bool(keep.all()):
         calib, split = calibration_batches(args, bench)
         with progress_bar(args, f"least-squares recovery ({args.recover})") as bar:
             recovery = bench.recover(keep, args.recover, target=args.recover_target, calib=(calib, str(split)),
-                                     evaluate=False, progress=bar).recovery
+                                     evaluate=False, feed_forward=args.recover_ffn, progress=bar).recovery
     latency = None if args.no_latency else LatencySettings(args.batch_size or 8, args.seq_len, args.repeats,
                                                            threads=args.threads)
     with progress_bar(args, "exporting to ONNX") as bar:
@@ -91,7 +98,9 @@ def render(result: dict) -> str:
              (f"wrote         {result['path']} ({_size(result['file_bytes'])}, opset {result['opset']}) and its "
               f"sidecar in {result['seconds']:.1f} s")]
     if result["recovery"]:
-        lines.append(f"recovered     least squares ({result['recovery']['method']}, {result['recovery']['target']} target)")
+        also = ", feed-forward outputs too" if result["recovery"].get("feed_forward") else ""
+        lines.append(f"recovered     least squares ({result['recovery']['method']}, {result['recovery']['target']} "
+                     f"target{also})")
     verdict = "ok" if parity["ok"] else "FAILED (the file differs from PyTorch beyond the tolerance)"
     lines.append(f"parity        {verdict}: max |Δ logit| {parity['max_abs_diff']:.1e}, predictions agree "
                  f"{parity['agreement']:.1%} ({parity['compared']} compared; {result['meta']['parity_examples']})")

@@ -76,11 +76,16 @@ def test_export_onnx_readable_summary_recovery_and_overwrite(workload, capsys, t
     assert code == 0, printed.err
     assert "recovered     least squares (scales" in printed.out and "parity        ok" in printed.out
     assert read_sidecar(out)["recovery"]["method"] == "scales"
+    code, printed = run(capsys, base + ["--recover", "--recover-ffn", "--overwrite"])
+    assert code == 0, printed.err
+    assert "feed-forward outputs too" in printed.out and "parity        ok" in printed.out
+    assert read_sidecar(out)["recovery"] == {"method": "weights", "target": "dense", "feed_forward": True}
 
 
 @pytest.mark.parametrize("extra, message", [
     (["--recover"], "--recover refits the heads a mask keeps; add --mask"),
     (["--calib-split", "train", "--mask", "MASK"], "--calib-split is the data --recover calibrates on"),
+    (["--recover-ffn", "--mask", "MASK"], "--recover-ffn extends --recover weights"),
     (["--mask", "MASK", "--seq-len", "5000"], "--seq-len: seq_len 5000 exceeds the model's 256 positions"),
 ])
 def test_export_onnx_refuses_bad_options_before_exporting(workload, capsys, tmp_path, extra, message):
