@@ -27,10 +27,10 @@ squares:
 `feed_forward` (post-norm blocks, "dense" target): after each layer's attention refit, its feed-forward output
 projection and bias are refitted the same way, so that the sub-block's pre-norm sum h + W·a + b matches the
 dense model's: the feed-forward weights absorb what attention left, before the norm (Kwon et al. 2022 tune the
-masks of both sub-blocks by layer-wise least squares; here the feed-forward weights are refitted in full). On `minilm-tweets`, 51 of 72 heads removed in `gradient` order, 2,048
-calibration tweets, full validation / test splits: −1.75 / −0.76 points vs dense → −1.41 / −0.46 (a script
-that refitted them after all attention layers). (d_ff + 1)·d numbers a layer: the more calibration tokens the
-better.
+masks of both sub-blocks by layer-wise least squares; here the feed-forward weights are refitted in full). On
+`minilm-tweets`, 51 of 72 heads removed in `gradient` order, 2,048 calibration tweets, full validation / test
+splits: −1.75 / −0.76 points vs dense → −1.41 / −0.46 (a script that refitted them after all attention
+layers). (d_ff + 1)·d numbers a layer: the more calibration tokens the better.
 
 The result is a `Recovery`: the mask plus, per layer, the new output-projection weight and bias (removed
 heads' columns are zero). `recovery.applied(model)` evaluates it without copying the model (thread-scoped,
@@ -79,9 +79,7 @@ from ..model.layout import (
     present_heads,
     to_keep_tensor,
 )
-from .lsq_fit import AttentionFit, FeedForwardFit
-
-DEFAULT_DAMPING = {"scales": 1e-2, "weights": 1e-3}
+from .lsq_fit import DEFAULT_DAMPING, AttentionFit, FeedForwardFit
 
 
 def _effective_keep(model, keep) -> torch.Tensor:
@@ -311,7 +309,8 @@ def lsq_recover(model, keep, calib_batches: list[dict], *, method: RecoveryMetho
                 result = result._replaced(layer, *solved)
             if ffn_fit is not None:
                 for i, batch in enumerate(batches):
-                    ffn_in = _run(model, batch, layer, current_in[i], layer + 1, result, replay=contexts[i], ffn=True)[3]
+                    ffn_in = _run(model, batch, layer, current_in[i], layer + 1, result, replay=contexts[i],
+                                  ffn=True)[3]
                     ffn_fit.add(ffn_targets[i], *_tokens(batch, *ffn_in[0]))
                 result = result._replaced_ffn(layer, *ffn_fit.solved(damping))
             current_in = [_run(model, batch, layer, current_in[i], layer + 1, result, replay=contexts[i])[2]

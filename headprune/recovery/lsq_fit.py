@@ -10,16 +10,23 @@ from ..model.adapters import in_out_weight
 from ..model.intervene import project
 from ..model.layout import ffn_projections, head_dim, out_projections, present_heads
 
+DEFAULT_DAMPING = {"scales": 1e-2, "weights": 1e-3}
 
-def solve(gram: torch.Tensor, rhs: torch.Tensor, prior: torch.Tensor, damping: float, free: int = 0) -> torch.Tensor:
-    """Ridge solution of (G + λI') s = rhs + λI'·prior, λ = damping · mean(diag G) over the first n − `free`
-    unknowns (the last `free` ones, an intercept, are not pulled)."""
+
+def ridge(gram: torch.Tensor, damping: float, free: int = 0) -> torch.Tensor:
+    """The ridge term λI' added to G: λ = damping · mean(diag G) over the first n − `free` unknowns, which it
+    pulls; the last `free` ones (an intercept) are not pulled."""
     size = gram.shape[0]
     pulled = torch.ones(size, dtype=gram.dtype)
     if free:
         pulled[size - free:] = 0
     lam = damping * float(gram.diagonal()[pulled.bool()].mean().clamp(min=1e-12)) if size > free else 0.0
-    reg = torch.diag(lam * pulled)
+    return torch.diag(lam * pulled)
+
+
+def solve(gram: torch.Tensor, rhs: torch.Tensor, prior: torch.Tensor, damping: float, free: int = 0) -> torch.Tensor:
+    """Ridge solution of (G + λI') s = rhs + λI'·prior (`ridge`)."""
+    reg = ridge(gram, damping, free)
     return torch.linalg.solve(gram + reg, rhs + reg @ prior)
 
 
@@ -30,7 +37,7 @@ class AttentionFit:
         self.proj = out_projections(model)[layer]
         self.layer, self.method = layer, method
         self.present = present_heads(model)[layer]  # original ids of the stored heads, in storage order
-        stored = keep[layer, present_heads(model)[layer]]  # (H_stored,)
+        stored = keep[layer, self.present]  # (H_stored,)
         self.heads, self.dh = len(self.present), head_dim(model)
         self.w0 = in_out_weight(self.proj).detach()  # (in, out)
         self.kept = stored.nonzero().flatten()  # positions among the stored heads
@@ -58,7 +65,8 @@ class AttentionFit:
         self.gram += (a.T @ a).cpu()
         self.rhs += (a.T @ y).cpu()
 
-    def solved(self, gates: torch.Tensor, damping: float) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None:
+    def solved(self, gates: torch.Tensor,
+               damping: float) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None:
         """The least-squares (weight in the projection's layout, bias, gates): `gates` (L, H) with this layer's
         kept heads' scales written in ("scales"; else as given); None when there is nothing to fit."""
         proj, w0, cols = self.proj, self.w0, self.cols

@@ -1,13 +1,13 @@
 """Which heads least squares can best make up for: a removal order from the normal equations of the output
-projection fit (`lsq_recover`'s "weights" method), after Optimal Brain Surgeon for groups of weights (Hassibi &
-Stork 1993; per structure, Kurtic et al. 2023, ZipLM).
+projection fit (`lsq_recover`'s "weights" method, with its ridge), after Optimal Brain Surgeon for groups of
+weights (Hassibi & Stork 1993; per structure, Kurtic et al. 2023, ZipLM).
 
 Per layer, on calibration tokens of the model as given: G = AᵀA + λI, A = [context vectors (N, H·dh), 1]
 (the intercept where the projection has a bias), and W = [W_O; b] (H·dh + 1, d). Removing head g's dh columns
 and refitting the rest optimally raises the squared error of the projection's output by
-ΔE_g = tr(W_gᵀ ((G⁻¹)_gg)⁻¹ W_g); after the removal W and G⁻¹ are updated in closed form (W ← W − G⁻¹_{:,g}
-((G⁻¹)_gg)⁻¹ W_g, G⁻¹ ← G⁻¹ − G⁻¹_{:,g} ((G⁻¹)_gg)⁻¹ G⁻¹_{g,:}), and the cheapest next head is found the same
-way: a greedy order per layer whose running sum is the layer's refit error. Layers are compared by that error
+ΔE_g = tr(W_gᵀ ((G⁻¹)_gg)⁻¹ W_g); after the removal W and G⁻¹ are updated in closed form
+(W ← W − G⁻¹_{:,g} ((G⁻¹)_gg)⁻¹ W_g, G⁻¹ ← G⁻¹ − G⁻¹_{:,g} ((G⁻¹)_gg)⁻¹ G⁻¹_{g,:}), and the cheapest next head
+is found the same way: a greedy order per layer whose running sum is the layer's refit error. Layers are compared by that error
 relative to the energy of what the attention sub-block passes on, ‖x + W_O·ctx + b‖² (x: the block input), the
 quantity a post-norm block then normalises, and merged greedily, cheapest next removal first.
 
@@ -25,8 +25,7 @@ from ..model.adapters import in_out_weight
 from ..model.forward import forward_backbone, model_device, real_tokens, to_device
 from ..model.intervene import capture_out_inputs, layer_plan
 from ..model.layout import head_dim, head_grid, out_projections, present_heads
-
-DAMPING = 1e-3  # ridge λ relative to the mean diagonal of G, as `lsq_recover`'s "weights" default
+from .lsq_fit import DEFAULT_DAMPING, ridge
 
 
 def _layer_order(gram: torch.Tensor, weight: torch.Tensor, dh: int, intercept: bool) -> tuple[list[int], list[float]]:
@@ -35,10 +34,7 @@ def _layer_order(gram: torch.Tensor, weight: torch.Tensor, dh: int, intercept: b
     heads = (gram.shape[0] - int(intercept)) // dh
     if heads == 0:
         return [], []
-    pulled = torch.ones(gram.shape[0], dtype=gram.dtype)
-    pulled[heads * dh:] = 0
-    lam = DAMPING * float(gram.diagonal()[: heads * dh].mean().clamp(min=1e-12))
-    inverse = torch.linalg.inv(gram + torch.diag(lam * pulled))
+    inverse = torch.linalg.inv(gram + ridge(gram, DEFAULT_DAMPING["weights"], free=int(intercept)))
     weight = weight.clone()
     alive, order, increments = list(range(heads)), [], []
     while alive:
