@@ -98,9 +98,7 @@ if st.button("Write the pruned model", type="primary"):
         with st.spinner("pruning, saving, reloading and comparing outputs…"):
             meta = json.loads(text)["meta"]
             if recovered:
-                meta = {**meta, "recovery": {"method": recovered.recovery.method, "target": recovered.recovery.target,
-                                              "feed_forward": recovered.recovery.feed_forward,
-                                              "calibrated_on": recovered.calibrated_on}}
+                meta = {**meta, "recovery": {**recovered.recovery.summary(), "calibrated_on": recovered.calibrated_on}}
             ss["exported"] = (code, bench.export(keep, target, meta=meta, overwrite=replace,
                                                  recovery=recovered.recovery if recovered else None))
     except Exception as exc:

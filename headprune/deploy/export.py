@@ -207,8 +207,7 @@ def export_onnx(model, path: str | Path, keep=None, *, recovery=None, batches: l
             params=layout.parameter_count(exported),
             flop_ratio=flops_per_token(exported, None, seq) / flops_per_token(model, None, seq), flop_seq_len=seq,
             file_bytes=sum(f.stat().st_size for f in work.iterdir()), seconds=time.perf_counter() - start,
-            parity=parity, recovery=None if recovery is None else {"method": recovery.method, "target": recovery.target,
-                                                             "feed_forward": recovery.feed_forward},
+            parity=parity, recovery=None if recovery is None else recovery.summary(),
             latency=timed, meta=meta)
         (work / sidecar_path(path).name).write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
         _check_target(path, overwrite)  # again: something may have appeared there meanwhile

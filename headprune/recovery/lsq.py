@@ -123,6 +123,10 @@ class Recovery:
         """Whether the feed-forward output projections were refitted too."""
         return any(w is not None for w in self.ffn_weights)
 
+    def summary(self) -> dict:
+        """What was fitted, as JSON values: method, target, and whether the feed-forward outputs were too."""
+        return {"method": self.method, "target": self.target, "feed_forward": self.feed_forward}
+
     @classmethod
     def of_mask(cls, model, keep) -> "Recovery":
         """Plain masking in this form: removed heads' input slices zeroed, nothing refitted."""
@@ -152,8 +156,13 @@ class Recovery:
         weights[layer], biases[layer] = weight, bias
         return dataclasses.replace(self, ffn_weights=tuple(weights), ffn_biases=tuple(biases))
 
+    @staticmethod
+    def _by_layer(weights: tuple, biases: tuple) -> dict[int, tuple]:
+        """{layer: (weight, bias)} for the layers with a new weight."""
+        return {layer: (w, b) for layer, (w, b) in enumerate(zip(weights, biases)) if w is not None}
+
     def _ffn_replaced(self) -> dict[int, tuple]:
-        return {layer: (w, b) for layer, (w, b) in enumerate(zip(self.ffn_weights, self.ffn_biases)) if w is not None}
+        return self._by_layer(self.ffn_weights, self.ffn_biases)
 
     def _check(self, model) -> list[nn.Module]:
         projections = out_projections(model)
@@ -173,8 +182,7 @@ class Recovery:
         """Within the block, `model`'s output projections compute with the recovered weights (this thread
         only; the model object is unchanged). Equals `self.bake(model)`."""
         self._check(model)
-        replaced = {layer: (w, b) for layer, (w, b) in enumerate(zip(self.weights, self.biases)) if w is not None}
-        with replaced_projections(model, replaced, self._ffn_replaced()):
+        with replaced_projections(model, self._by_layer(self.weights, self.biases), self._ffn_replaced()):
             yield
 
     def bake(self, model: nn.Module) -> nn.Module:

@@ -43,8 +43,8 @@ class _Judge:
     def __init__(self, model, val_batches, metric_key, recover_batches, recover_method, recover_target, evaluator,
                  feed_forward: bool = False):
         self.model, self.val_batches, self.metric_key = model, val_batches, metric_key
-        self.recover = (recover_batches, recover_method, recover_target) if recover_batches is not None else None
-        self.feed_forward = feed_forward
+        self.recover = None if recover_batches is None else (recover_batches, recover_method, recover_target,
+                                                             feed_forward)
         if self.recover is None:  # masks only: the live evaluator re-runs just the changed layers
             self.evaluator = evaluator if evaluator is not None else LiveEvaluator(model, val_batches)
             self.dense = self.evaluator.dense[metric_key]
@@ -57,9 +57,8 @@ class _Judge:
         if self.recover is None:
             value = self.evaluator.evaluate(keep)[self.metric_key]
         else:
-            batches, method, target = self.recover
-            recovery = lsq_recover(self.model, keep, batches, method=method, target=target,
-                                   feed_forward=self.feed_forward)
+            batches, method, target, feed_forward = self.recover
+            recovery = lsq_recover(self.model, keep, batches, method=method, target=target, feed_forward=feed_forward)
             with recovery.applied(self.model):
                 value = evaluate(self.model, self.val_batches)[self.metric_key]
         self.path.append((int((~keep).sum()), float(value)))

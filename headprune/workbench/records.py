@@ -29,8 +29,7 @@ class RecoveredMask(Record):
         are left out: they belong in a saved model, not a record)."""
         out = {key: jsonable(self[key]) for key in self if key != "recovery"}
         rec = self.recovery
-        return {"recovery": {"keep": jsonable(rec.keep), "method": rec.method, "target": rec.target,
-                             "feed_forward": rec.feed_forward, "gates": jsonable(rec.gates)}, **out}
+        return {"recovery": {"keep": jsonable(rec.keep), **rec.summary(), "gates": jsonable(rec.gates)}, **out}
 
 
 def mask_key(keep) -> tuple:
