@@ -16,11 +16,11 @@ else, so one cached model serves many browser sessions at once:
 * `inference_view`: the model itself when it is in eval mode, else such a twin in eval mode.
 
 Mechanism: the instructions live in one `contextvars.ContextVar` keyed by module. While at least one context
-of any thread is active on a model, one set of dispatchers is attached to it (a forward pre-hook and a forward
-hook on each output projection and named feed-forward projection, a `forward` wrapper on each block and attention module); they do nothing for
-modules the current context has no instruction for. Attaching and detaching are reference counted under one
-lock, so concurrent first use attaches exactly once, and the last context to leave removes every handle and
-attribute: a model outside any context carries nothing of headprune. Nothing here ever switches a model-wide
+of any thread is active on a model, one set of dispatchers is attached to it (forward pre-hook and forward hook
+on each output and named feed-forward projection, a `forward` wrapper on each block and attention module);
+they do nothing for modules the current context has no instruction for. Attaching and detaching are reference
+counted under one lock, so concurrent first use attaches exactly once, and the last context to leave removes
+every handle and attribute: a model outside any context carries nothing of headprune. Nothing here ever switches a model-wide
 setting (attention implementation, train/eval mode): where a pass needs another setting, it runs on a twin.
 Copies that leave this module (`private_copy`) are stripped of dispatchers.
 """
